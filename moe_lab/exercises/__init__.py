@@ -1,0 +1,71 @@
+"""Exercise checkers: every notebook ends with exercises that these functions grade.
+
+Each notebook has a module here (``moe_lab.exercises.nb01`` for notebook 01, ...). A checker takes
+the learner's answer and returns a ``Feedback``: right, or what exactly is wrong. Checkers never raise
+on a wrong answer: a wrong type or shape is feedback too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The verdict on one answer; shows as one line in a notebook."""
+
+    exercise: str
+    correct: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.correct
+
+    def __str__(self) -> str:
+        mark = "right" if self.correct else "not yet"
+        return f"[{self.exercise}] {mark}: {self.message}"
+
+    __repr__ = __str__
+
+
+def right(exercise: str, message: str = "well done.") -> Feedback:
+    return Feedback(exercise, True, message)
+
+
+def wrong(exercise: str, message: str) -> Feedback:
+    return Feedback(exercise, False, message)
+
+
+def unanswered(exercise: str, answer) -> Feedback | None:
+    """Feedback for a placeholder answer (``None`` or ``...``), else None."""
+    if answer is None or answer is Ellipsis:
+        return wrong(exercise, "no answer yet: replace the placeholder and run the cell again.")
+    return None
+
+
+def as_array(exercise: str, answer, shape: tuple[int, ...] | None = None) -> tuple[np.ndarray | None, Feedback | None]:
+    """Convert a Tensor/array/list answer to a NumPy array, or explain why it cannot be used."""
+    if hasattr(answer, "asnumpy"):
+        answer = answer.asnumpy()
+    try:
+        arr = np.asarray(answer, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, wrong(exercise, f"expected numbers (a Tensor, array or list), got {type(answer).__name__}.")
+    if shape is not None and arr.shape != tuple(shape):
+        return None, wrong(exercise, f"expected shape {tuple(shape)}, got {arr.shape}.")
+    return arr, None
+
+
+def check_number(exercise: str, answer, expected: float, *, rel: float = 1e-6, hint: str = "") -> Feedback:
+    """Grade a single number against ``expected`` within a relative tolerance."""
+    missing = unanswered(exercise, answer)
+    if missing:
+        return missing
+    if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
+        return wrong(exercise, f"expected a number, got {type(answer).__name__}.")
+    if np.isclose(float(answer), expected, rtol=rel, atol=0.0):
+        return right(exercise, f"{expected:g} is correct.")
+    direction = "too large" if float(answer) > expected else "too small"
+    return wrong(exercise, f"{answer:g} is {direction}. {hint}".strip())
