@@ -86,9 +86,14 @@ class MoELayer(nn.Cell):
         """The routing decision for ``x`` (flattened to ``[tokens, hidden]``), capacity applied."""
         return self._route_rows(self._flatten(x))
 
-    def construct(self, x: Tensor, dispatch: str | None = None) -> Tensor:
+    def forward(self, x: Tensor, dispatch: str | None = None) -> tuple[Tensor, Routing]:
+        """Output and routing together (the balancing losses of notebook 03 need both)."""
         dispatch = self.default_dispatch if dispatch is None else dispatch
         check_choice("dispatch", dispatch, tuple(DISPATCH))
         rows = self._flatten(x)
-        out = DISPATCH[dispatch](rows, self._route_rows(rows), self.experts)
-        return out.reshape(x.shape)
+        routing = self._route_rows(rows)
+        out = DISPATCH[dispatch](rows, routing, self.experts)
+        return out.reshape(x.shape), routing
+
+    def construct(self, x: Tensor, dispatch: str | None = None) -> Tensor:
+        return self.forward(x, dispatch)[0]
