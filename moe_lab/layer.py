@@ -67,6 +67,9 @@ class MoELayer(nn.Cell):
             raise TypeError(f"x must be a mindspore.Tensor, got {type(x).__name__}")
         if x.dtype not in FLOAT_DTYPES:
             raise TypeError(f"x must have a floating dtype (float16, bfloat16, float32, float64), got {x.dtype}")
+        if x.dtype != self.router.weight.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the layer's weights are {self.router.weight.dtype}; "
+                            f"cast x to {self.router.weight.dtype}")
         if x.ndim not in (2, 3):
             raise ValueError(f"x must have shape (tokens, hidden) or (batch, seq, hidden), got shape {x.shape}")
         if x.shape[-1] != self.hidden_size:
