@@ -194,8 +194,11 @@ def z_loss_numpy(logits) -> float:
     return float((lse ** 2).mean())
 
 
-def load_summary(load, capacity_factor: float = 1.0, top_k: int = 1) -> dict[str, float]:
-    """All load metrics of one layer's ``load [E]`` as a dict of rounded floats (for printed tables)."""
+def load_summary(load, capacity_factor: float = 1.0) -> dict[str, float]:
+    """Load metrics of one layer's ``load [E]`` (slots per expert) as rounded floats, for printed tables.
+
+    The drop rate is what an expert capacity of ``ceil(capacity_factor * slots / E)`` would drop.
+    """
     arr = _load(load)
     capacity_factor = check_float("capacity_factor", capacity_factor, minimum=0.0, strict=True)
     capacity = int(math.ceil(round(capacity_factor * arr.sum() / arr.size, 9)))

@@ -97,7 +97,8 @@ def _grads(layer, x, path):
     def loss(x):
         return (layer(x, dispatch=path) ** 2).sum()
 
-    return {p.name: g.asnumpy() for p, g in zip(params, ms.grad(loss, grad_position=None, weights=params)(x), strict=True)}
+    grads = ms.grad(loss, grad_position=None, weights=params)(x)
+    return {p.name: g.asnumpy() for p, g in zip(params, grads, strict=True)}
 
 
 def test_gradients_reach_router_and_chosen_experts_only(make_x):
