@@ -39,7 +39,9 @@ def wrong(exercise: str, message: str) -> Feedback:
 
 
 def unanswered(exercise: str, answer) -> Feedback | None:
-    """Feedback for a placeholder answer (``None`` or ``...``), else None."""
+    """Feedback for a placeholder answer (``None`` or ``...``), else None.
+
+    Feedback is falsy when wrong, so test the result with ``is not None``."""
     if answer is None or answer is Ellipsis:
         return wrong(exercise, "no answer yet: replace the placeholder and run the cell again.")
     return None
@@ -61,7 +63,7 @@ def as_array(exercise: str, answer, shape: tuple[int, ...] | None = None) -> tup
 def check_number(exercise: str, answer, expected: float, *, rel: float = 1e-6, hint: str = "") -> Feedback:
     """Grade a single number against ``expected`` within a relative tolerance."""
     missing = unanswered(exercise, answer)
-    if missing:
+    if missing is not None:
         return missing
     if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
         return wrong(exercise, f"expected a number, got {type(answer).__name__}.")

@@ -1,0 +1,50 @@
+import numpy as np
+
+from moe_lab.exercises import nb01
+
+
+def test_active_params_right_and_typical_mistakes():
+    assert nb01.check_active_params(352_354_304)
+    assert "no answer yet" in str(nb01.check_active_params(None))
+    total = nb01.check_active_params(8 * 3 * 4096 * 14336 + 4096 * 8)
+    assert not total and "total" in total.message
+    assert "router" in nb01.check_active_params(2 * 3 * 4096 * 14336).message
+    assert "three matrices" in nb01.check_active_params(2 * 2 * 4096 * 14336 + 4096 * 8).message
+    assert "too small" in nb01.check_active_params(1000).message
+    assert "expected a number" in nb01.check_active_params("352M").message
+
+
+def test_top_k_checker():
+    def good(probs, k):
+        idx = np.argsort(-probs, axis=-1)[:, :k]
+        w = np.take_along_axis(probs, idx, -1)
+        return idx, w / w.sum(-1, keepdims=True)
+
+    def raw(probs, k):
+        idx = np.argsort(-probs, axis=-1)[:, :k]
+        return idx, np.take_along_axis(probs, idx, -1)
+
+    def reversed_order(probs, k):
+        idx, w = good(probs, k)
+        return idx[:, ::-1], w[:, ::-1]
+
+    def smallest(probs, k):
+        idx = np.argsort(probs, axis=-1)[:, :k]
+        w = np.take_along_axis(probs, idx, -1)
+        return idx, w / w.sum(-1, keepdims=True)
+
+    def crash(probs, k):
+        raise RuntimeError("boom")
+
+    assert nb01.check_top_k_weights(good)
+    assert "raw probabilities" in nb01.check_top_k_weights(raw).message
+    assert "wrong order" in nb01.check_top_k_weights(reversed_order).message
+    assert "chosen experts are wrong" in nb01.check_top_k_weights(smallest).message
+    assert "RuntimeError" in nb01.check_top_k_weights(crash).message
+    assert "expected a function" in nb01.check_top_k_weights(3).message
+    assert "shapes" in nb01.check_top_k_weights(lambda p, k: (p, p)).message
+
+
+def test_dense_work_ratio():
+    assert nb01.check_dense_work_ratio(4)
+    assert not nb01.check_dense_work_ratio(2)
