@@ -19,6 +19,7 @@ import numpy as np
 from mindspore import Tensor, ops
 
 from moe_lab.expert import Experts
+from moe_lab.fused import dispatch_fused  # notebook 07: the Ascend fused-operator pipeline
 from moe_lab.router import Routing
 
 
@@ -75,4 +76,4 @@ def dispatch_sorted(x: Tensor, routing: Routing, experts: Experts) -> Tensor:
     return ops.unsorted_segment_sum(y_sorted, token_ids, n)
 
 
-DISPATCH = {"loop": dispatch_loop, "dense": dispatch_dense, "sorted": dispatch_sorted}
+DISPATCH = {"loop": dispatch_loop, "dense": dispatch_dense, "sorted": dispatch_sorted, "fused": dispatch_fused}

@@ -15,6 +15,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from moe_lab._checks import check_choice, check_float, check_int
+from moe_lab.backend import current_backend
 from moe_lab.capacity import DROP_POLICIES, expert_capacity, keep_mask
 from moe_lab.dispatch import DISPATCH
 from moe_lab.expert import ACTIVATIONS, Experts
@@ -51,7 +52,8 @@ class MoELayer(nn.Cell):
         self.capacity_factor = check_float("capacity_factor", capacity_factor, minimum=0.0, strict=True,
                                            allow_none=True)
         self.drop_policy = check_choice("drop_policy", drop_policy, DROP_POLICIES)
-        self.default_dispatch = "sorted"
+        # "fused" (compiled Ascend operators) on Atlas A2/A3, "sorted" elsewhere: notebook 07, moe_lab.backend
+        self.default_dispatch = current_backend().default_dispatch
         # different seeds for router and experts, derived from one, so layers built with the same
         # seed are identical and the router is not correlated with the expert weights
         self.router = TopKRouter(hidden_size, num_experts, top_k, normalize=normalize_top_k, seed=seed * 2 + 1)
