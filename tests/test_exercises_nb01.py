@@ -41,6 +41,7 @@ def test_top_k_checker():
     assert "wrong order" in nb01.check_top_k_weights(reversed_order).message
     assert "chosen experts are wrong" in nb01.check_top_k_weights(smallest).message
     assert "RuntimeError" in nb01.check_top_k_weights(crash).message
+    assert "returns None" in nb01.check_top_k_weights(lambda p, k: None).message
     assert "expected a function" in nb01.check_top_k_weights(3).message
     assert "shapes" in nb01.check_top_k_weights(lambda p, k: (p, p)).message
 

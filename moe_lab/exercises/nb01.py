@@ -50,6 +50,8 @@ def check_top_k_weights(fn) -> Feedback:
         probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
         try:
             got = fn(probs.copy(), k)
+            if got is None:
+                return wrong(name, "your function returns None: return (indices, weights).")
             indices, weights = (np.asarray(a.asnumpy() if hasattr(a, "asnumpy") else a) for a in got)
         except Exception as exc:  # the learner's code may fail in any way: report it, do not crash
             return wrong(name, f"your function raised {type(exc).__name__}: {exc}")
