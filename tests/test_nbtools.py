@@ -1,0 +1,58 @@
+"""The notebook hygiene check (run by `make test`) catches what it promises to catch."""
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import nbtools  # noqa: E402
+
+
+def _notebook(tmp_path, cells, **meta):
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata.update(meta)
+    path = tmp_path / "nb.ipynb"
+    path.write_text(nbformat.writes(nb))
+    return path
+
+
+def _good_cells():
+    code = nbformat.v4.new_code_cell("print(1)", execution_count=1,
+                                     outputs=[nbformat.v4.new_output("stream", name="stdout", text="1\n")])
+    code.metadata["tags"] = ["nbval-check-output"]
+    return [nbformat.v4.new_markdown_cell("# T\nAfter this notebook you will be able to: add."), code,
+            nbformat.v4.new_markdown_cell("## Exercises\n1. ...")]
+
+
+def test_clean_notebook_passes(tmp_path):
+    assert nbtools.check(_notebook(tmp_path, _good_cells())) == []
+
+
+def test_each_problem_is_reported(tmp_path):
+    cells = _good_cells()
+    cells[1].execution_count = 3
+    cells[1].outputs.append(nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[]))
+    cells[1].outputs.append(nbformat.v4.new_output("stream", name="stdout", text="saved to /root/x.txt\n"))
+    cells[1].metadata["tags"] = []
+    cells[0].source = "# T"
+    cells[2].source = "## Summary"
+    problems = " | ".join(nbtools.check(_notebook(tmp_path, cells, widgets={"state": {}})))
+    for needle in ("metadata.widgets", "counts [3]", "error output (ValueError)", "absolute local path",
+                   "nbval-check-output", "you will be able to", "Exercises"):
+        assert needle in problems
+
+
+def test_build_export_round_trip(tmp_path):
+    src = tmp_path / "s.py"
+    src.write_text('# %% [markdown]\n# # Title\n# text\n\n# %% tags=["nbval-check-output"]\nprint(2)\n')
+    out = tmp_path / "o.ipynb"
+    nbtools.build(src, out)
+    nb = json.loads(out.read_text())
+    assert [c["cell_type"] for c in nb["cells"]] == ["markdown", "code"]
+    assert nb["cells"][1]["metadata"]["tags"] == ["nbval-check-output"]
+    assert nb["metadata"]["kernelspec"]["name"] == "moe-lab"
+    assert "print(2)" in nbtools.export(out)
+
