@@ -42,6 +42,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from moe_lab._checks import check_choice, check_float
 
@@ -303,3 +304,35 @@ def require_fused(backend: Backend | None = None) -> Backend:
             "with the CPU reference operators: moe_lab.fused.fused_moe(x, routing, experts, "
             "kernels=moe_lab.fused.REFERENCE_KERNELS).")
     return backend
+
+
+# ----------------------------------------------------------------------------- the boards x operators table
+OPS_TABLE = Path(__file__).resolve().parent.parent / "data" / "ascend_ops.json"
+TABLE_SOCS = ("ascend910b", "ascend910_93", "ascend310p", "ascend310b")
+
+
+def load_ops_table(path: str | Path | None = None) -> dict:
+    """``data/ascend_ops.json``: which SoC registers which compiled MoE operator, with sources."""
+    path = Path(OPS_TABLE if path is None else path)
+    if not path.exists():
+        raise FileNotFoundError(f"the operator table {path} is missing (it ships in the repository's data/ folder)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def ops_table_text(table: dict | None = None) -> str:
+    """The table as fixed-width text (notebook 07): one row per operator, one column per SoC."""
+    table = load_ops_table() if table is None else table
+    head = ["operator", *TABLE_SOCS, "CPU reference"]
+    rows = [[op["operator"], *(op["support"][soc] for soc in TABLE_SOCS), op["ascend_ref"] or "-"]
+            for op in table["operators"]]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def pipeline_supported(soc: str, table: dict | None = None) -> bool:
+    """Whether the table says ``soc`` registers all three operators of the fused pipeline."""
+    table = load_ops_table() if table is None else table
+    support = {op["operator"]: op["support"] for op in table["operators"]}
+    return all(not support[name][soc].startswith(("no", "unknown")) for name in PIPELINE_OPS)
