@@ -1,0 +1,286 @@
+"""moe_lab.viz: each plot draws the data it is given (checked on the artists) and rejects bad shapes."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from moe_lab import viz  # noqa: E402
+from moe_lab.layer import MoELayer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def bar_heights(ax, label):
+    container = next(c for c in ax.containers if c.get_label() == label)
+    return np.array([p.get_height() for p in container.patches])
+
+
+def hlines(ax):
+    """{label: y} of the horizontal lines drawn with axhline."""
+    return {ln.get_label(): ln.get_ydata()[0] for ln in ax.get_lines()}
+
+
+# ----------------------------------------------------------------------------- tokens per expert
+
+def test_expert_load_bars_capacity_and_drops():
+    load = np.array([50, 10, 80, 20])
+    fig = viz.plot_expert_load(load, capacity=40)
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(bar_heights(ax, "processed"), [40, 10, 40, 20])
+    np.testing.assert_array_equal(bar_heights(ax, "dropped"), [10, 0, 40, 0])
+    lines = hlines(ax)
+    assert lines["capacity = 40"] == 40
+    assert lines["perfect balance = 40.0"] == pytest.approx(40.0)
+    assert ax.get_title() == "dropped 50 of 160 slots (31.2%), max/mean load 2.00"
+    assert ax.get_xlabel() == "expert" and ax.get_ylabel() == "token slots"
+
+
+def test_expert_load_dropless_and_explicit_kept():
+    ax = viz.plot_expert_load([3, 5, 0]).axes[0]
+    np.testing.assert_array_equal(bar_heights(ax, "dropped"), [0, 0, 0])
+    assert not any(label.startswith("capacity") for label in hlines(ax))
+    # "score" policy: kept comes from the routing, not from min(load, capacity)
+    ax = viz.plot_expert_load([6, 2], capacity=4, kept=[4, 2]).axes[0]
+    np.testing.assert_array_equal(bar_heights(ax, "processed"), [4, 2])
+
+
+def test_expert_load_fixed_frame_labels_cut_bars():
+    ax = viz.plot_expert_load([100, 5, 5], ylim=50).axes[0]
+    assert ax.get_ylim() == (0, 50)
+    assert [t.get_text() for t in ax.texts] == ["100"]
+
+
+def test_expert_load_accepts_a_mindspore_routing(make_x):
+    layer = MoELayer(8, 16, 4, 2, capacity_factor=1.0)
+    routing = layer.route(make_x(32, 8))
+    ax = viz.plot_expert_load(routing.load(), routing.capacity, routing.kept()).axes[0]
+    np.testing.assert_array_equal(bar_heights(ax, "processed"), routing.kept())
+    assert bar_heights(ax, "dropped").sum() == routing.dropped()
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"load": [[1, 2]]}, ValueError, "load must have 1 dimension"),
+    ({"load": []}, ValueError, "at least one expert"),
+    ({"load": [1, -2]}, ValueError, "load must not be negative"),
+    ({"load": [1.5, 2]}, TypeError, "load must contain integers"),
+    ({"load": ["a", "b"]}, TypeError, "load must be an array of numbers"),
+    ({"load": [1, 2], "kept": [1, 2, 3]}, ValueError, "kept must have the shape of load (2,), got (3,)"),
+    ({"load": [1, 2], "kept": [2, 2]}, ValueError, "kept must not exceed load"),
+    ({"load": [1, 2], "capacity": -1}, ValueError, "capacity must be >= 0"),
+])
+def test_expert_load_bad_input(kwargs, error, words):
+    with pytest.raises(error, match=None) as info:
+        viz.plot_expert_load(**kwargs)
+    assert words in str(info.value)
+
+
+# ----------------------------------------------------------------------------- routing heatmap
+
+def test_routing_heatmap_image_and_markers():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=6)
+    indices = np.argsort(-probs, 1)[:, :2]
+    keep = np.ones((6, 2), bool)
+    keep[3, 1] = keep[5, 0] = False
+    fig = viz.plot_routing_heatmap(probs, indices, keep, token_labels=list("abc de"))
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.images[0].get_array(), probs.T)
+    scatters = {c.get_label(): c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)}
+    assert len(scatters["chosen"]) == 10 and len(scatters["dropped"]) == 2
+    np.testing.assert_array_equal(scatters["dropped"], [[3, indices[3, 1]], [5, indices[5, 0]]])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", " ", "d", "e"]
+    assert len(fig.axes) == 2  # the colour bar
+    assert ax.get_xlabel() == "token" and ax.get_ylabel() == "expert"
+
+
+def test_routing_heatmap_without_choices_or_colorbar():
+    fig = viz.plot_routing_heatmap(np.full((3, 2), 0.5), colorbar=False)
+    assert len(fig.axes) == 1 and not fig.axes[0].collections
+
+
+@pytest.mark.parametrize("args, kwargs, words", [
+    (([0.5, 0.5],), {}, "probs must have 2 dimension(s), got shape (2,)"),
+    ((np.full((3, 2), 0.5), np.zeros((4, 1), int)), {}, "indices must have one row per token of probs (3)"),
+    ((np.full((3, 2), 0.5), np.full((3, 1), 2)), {}, "indices must hold expert indices 0..1"),
+    ((np.full((3, 2), 0.5), np.zeros((3, 1), int), np.ones((3, 2), bool)), {}, "keep must have the shape of"),
+    ((np.full((3, 2), 0.5), None, np.ones((3, 1), bool)), {}, "keep needs indices"),
+    ((np.full((3, 2), 2.0),), {}, "probs must be probabilities in [0, 1]"),
+    ((np.full((3, 2), 0.5),), {"token_labels": ["a"]}, "token_labels must have one label per token (3)"),
+])
+def test_routing_heatmap_bad_input(args, kwargs, words):
+    with pytest.raises(ValueError) as info:
+        viz.plot_routing_heatmap(*args, **kwargs)
+    assert words in str(info.value)
+
+
+def test_routing_heatmap_keep_must_be_boolean():
+    with pytest.raises(TypeError, match="keep must be a boolean array"):
+        viz.plot_routing_heatmap(np.full((3, 2), 0.5), np.zeros((3, 1), int), np.ones((3, 1)))
+
+
+# ----------------------------------------------------------------------------- confidence
+
+def test_confidence_histogram_counts_top1_and_topk_mass():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4), size=200)
+    ax = viz.plot_confidence_histogram(probs, top_k=2, bins=10).axes[0]
+    heights = np.array([p.get_height() for p in ax.containers[0].patches])
+    np.testing.assert_array_equal(heights, np.histogram(probs.max(1), bins=np.linspace(0, 1, 11))[0])
+    uniform = [ln for ln in ax.get_lines() if ln.get_label() == "uniform = 1/4"]
+    assert uniform and uniform[0].get_xdata()[0] == 0.25
+    assert any(p.get_label() == "top-2 mass" for p in ax.patches)
+    assert ax.get_title() == f"router confidence: mean top-1 = {probs.max(1).mean():.2f}"
+
+
+def test_confidence_histogram_bad_top_k():
+    with pytest.raises(ValueError, match="top_k must be <= 3, got 4"):
+        viz.plot_confidence_histogram(np.full((2, 3), 1 / 3), top_k=4)
+
+
+# ----------------------------------------------------------------------------- per-layer load
+
+def test_layer_load_shares_and_highlight():
+    loads = np.array([[10, 30], [20, 20], [0, 0]])
+    fig = viz.plot_layer_load(loads, layer_names=["a", "b", "c"], highlight=1)
+    ax = fig.axes[0]
+    np.testing.assert_allclose(bar_heights(ax, "expert 0"), [0.25, 0.5, 0.0])
+    np.testing.assert_allclose(bar_heights(ax, "expert 1"), [0.75, 0.5, 0.0])
+    assert ax.containers[0].patches[0].get_alpha() == 0.25 and ax.containers[1].patches[0].get_alpha() == 1.0
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert hlines(ax)["perfect balance"] == 0.5
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"loads": [1, 2]}, ValueError, "loads must have 2 dimension(s)"),
+    ({"loads": [[1, 2]], "layer_names": ["a", "b"]}, ValueError, "layer_names must have one name per layer (1)"),
+    ({"loads": [[1, 2]], "highlight": 2}, ValueError, "highlight must be <= 1"),
+    ({"loads": [[1, -2]]}, ValueError, "loads must not be negative"),
+])
+def test_layer_load_bad_input(kwargs, error, words):
+    with pytest.raises(error) as info:
+        viz.plot_layer_load(**kwargs)
+    assert words in str(info.value)
+
+
+# ----------------------------------------------------------------------------- text coloured by expert
+
+def test_char_experts_majority_of_the_bytes():
+    text = "a天b地"  # 天 and 地 are 3 UTF-8 bytes each
+    np.testing.assert_array_equal(viz.char_experts(text, [0, 1, 2, 2, 3, 1, 0, 3]), [0, 2, 3, 1])
+    # no majority: the earliest byte decides
+    np.testing.assert_array_equal(viz.char_experts("天", [2, 0, 1]), [2])
+
+
+def test_char_experts_bad_input():
+    with pytest.raises(ValueError, match=r"one entry per UTF-8 byte of text \(4\), got shape \(2,\)"):
+        viz.char_experts("a天", [0, 1])
+    with pytest.raises(TypeError, match="text must be a str"):
+        viz.char_experts(b"ab", [0, 1])
+
+
+def tiles(ax):
+    return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def test_text_experts_tiles_colours_and_layout():
+    text = "ab\ncd e"
+    experts = np.array([0, 1, 2, 3, -1, 1, 0])
+    fig = viz.plot_text_experts(text, experts, 4, width=10)
+    ax = fig.axes[0]
+    patches = tiles(ax)
+    assert len(patches) == len(text)
+    colors = viz.expert_colors(4)
+    for patch, e in zip(patches, experts, strict=True):
+        want = matplotlib.colors.to_rgb(viz.NO_EXPERT_COLOR) if e < 0 else colors[e][:3]
+        np.testing.assert_allclose(patch.get_facecolor()[:3], want)
+    # the newline ends the first line: "c" starts line 2 at column 0
+    assert patches[3].get_xy() == (0, -2)
+    assert [t.get_text() for t in ax.texts] == ["a", "b", "⏎", "c", "d", "·", "e"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["none", "expert 0", "expert 1", "expert 2",
+                                                                     "expert 3"]
+
+
+def test_text_experts_highlight_and_truncation():
+    ax = viz.plot_text_experts("abcdefgh", [0, 1] * 4, 2, highlight=1, width=3, max_lines=2).axes[0]
+    patches = tiles(ax)
+    assert len(patches) == 6  # 2 lines of 3
+    assert [p.get_alpha() for p in patches[:2]] == [0.12, 0.85]
+    assert ax.texts[-1].get_text() == "…"
+
+
+def test_text_experts_undrawable_characters_get_a_placeholder():
+    ax = viz.plot_text_experts("x天", [0, 1], 2).axes[0]
+    drawn = ax.texts[1].get_text()
+    # with a CJK font the character itself is drawn; without one, a placeholder (never an empty box)
+    assert drawn == ("天" if "天" in viz._drawable({"天"}) else "□")
+
+
+@pytest.mark.parametrize("args, kwargs, error, words", [
+    (("abc", [0, 1], 2), {}, ValueError, "experts must have one entry per character of text (3), got shape (2,)"),
+    (("ab", [0, 2], 2), {}, ValueError, "experts must hold expert indices -1 (no expert) or 0..1"),
+    (("ab", [0, 1], 2), {"highlight": 5}, ValueError, "highlight must be <= 1"),
+    (("ab", [0, 1], 0), {}, ValueError, "num_experts must be >= 1"),
+    ((3, [0], 2), {}, TypeError, "text must be a str"),
+])
+def test_text_experts_bad_input(args, kwargs, error, words):
+    with pytest.raises(error) as info:
+        viz.plot_text_experts(*args, **kwargs)
+    assert words in str(info.value)
+
+
+# ----------------------------------------------------------------------------- domain x expert
+
+def test_domain_expert_heatmap_row_shares_and_labels():
+    counts = np.array([[30, 10], [0, 40], [0, 0]])
+    fig = viz.plot_domain_expert_heatmap(counts, ["english", "chinese", "empty"], highlight=1)
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.images[0].get_array(), [[0.75, 0.25], [0.0, 1.0], [0.0, 0.0]])
+    assert [t.get_text() for t in ax.texts] == ["75%", "25%", "0%", "100%", "0%", "0%"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["english", "chinese", "empty"]
+    frame = [p for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill()]
+    assert len(frame) == 1 and frame[0].get_x() == 0.5
+
+
+@pytest.mark.parametrize("args, words", [
+    (([[1, 2]], ["a", "b"]), "domains must have one name per row of counts (1), got 2"),
+    (([1, 2], ["a"]), "counts must have 2 dimension(s)"),
+    ((np.zeros((0, 2)), []), "at least one domain"),
+])
+def test_domain_expert_heatmap_bad_input(args, words):
+    with pytest.raises(ValueError) as info:
+        viz.plot_domain_expert_heatmap(*args)
+    assert words in str(info.value)
+
+
+# ----------------------------------------------------------------------------- balancing history
+
+def test_load_history_plots_max_over_mean():
+    history = np.array([[30, 10], [25, 15], [20, 20]])
+    ax = viz.plot_load_history(history).axes[0]
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == "max/mean load")
+    np.testing.assert_allclose(line.get_ydata(), [1.5, 1.25, 1.0])
+    assert ax.get_title() == "balancing: max/mean 1.50 -> 1.00"
+    with pytest.raises(ValueError, match="history must have 2 dimension"):
+        viz.plot_load_history([1, 2])
+
+
+def test_draws_on_a_given_axes():
+    fig, axes = plt.subplots(1, 2)
+    assert viz.plot_expert_load([1, 2], ax=axes[1]) is fig
+    assert axes[1].containers and not axes[0].containers
+
+
+def test_expert_colors_are_distinct():
+    for e in (2, 10, 16, 40):
+        colors = viz.expert_colors(e)
+        assert colors.shape == (e, 4) and len({tuple(c) for c in colors}) == e
