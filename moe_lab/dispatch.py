@@ -21,6 +21,7 @@ from mindspore import Tensor, ops
 from moe_lab.expert import Experts
 from moe_lab.fused import dispatch_fused  # notebook 07: the Ascend fused-operator pipeline
 from moe_lab.router import Routing
+from moe_lab.static_dispatch import dispatch_capacity  # notebook 02: static shapes, compiles
 
 
 def dispatch_loop(x: Tensor, routing: Routing, experts: Experts) -> Tensor:
@@ -76,4 +77,5 @@ def dispatch_sorted(x: Tensor, routing: Routing, experts: Experts) -> Tensor:
     return ops.unsorted_segment_sum(y_sorted, token_ids, n)
 
 
-DISPATCH = {"loop": dispatch_loop, "dense": dispatch_dense, "sorted": dispatch_sorted, "fused": dispatch_fused}
+DISPATCH = {"loop": dispatch_loop, "dense": dispatch_dense, "sorted": dispatch_sorted, "fused": dispatch_fused,
+            "capacity": dispatch_capacity}
