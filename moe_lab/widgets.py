@@ -1,0 +1,430 @@
+"""Dashboards: ipywidgets wired to the pure plots of ``moe_lab.viz``. Introduced in notebook 04.
+
+Two dashboards:
+
+* ``RoutingDashboard``: a synthetic router you can bend (number of experts, top-k, capacity factor,
+  temperature, noise, input skew, balancing method) with a fast NumPy simulation of routing
+  (``simulate_routing``) that follows the semantics of ``MoELayer`` exactly (same softmax, top-k,
+  capacity formula and drop policies; a test checks it against the layer).
+* ``ModelDashboard``: the trained tiny MoE LM (``moe_lab.lm``): layer, expert, input text.
+
+The pattern (measured in ``shared/notes/jupyter-testing.md`` section 8): inline backend,
+``interactive_output`` with ``plt.show()`` inside the callback, a fixed figure size and fixed axes,
+``out.layout.min_height`` so nothing jumps while redrawing, and a PNG fallback in the display bundle
+so the notebook shows a real picture where widgets cannot run (GitHub, nbviewer, exported HTML,
+a freshly cloned untrusted notebook).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from moe_lab import viz
+from moe_lab._checks import check_choice, check_float, check_int
+from moe_lab.capacity import DROP_POLICIES, expert_capacity
+from moe_lab.reference import softmax
+
+# ---------------------------------------------------------------------------------------------
+# Fast NumPy routing (same semantics as TopKRouter + MoELayer with a capacity factor)
+
+
+@dataclass
+class SimulatedRouting:
+    """NumPy twin of ``moe_lab.router.Routing`` (arrays instead of tensors)."""
+
+    logits: np.ndarray  # [N, E]
+    probs: np.ndarray  # [N, E]
+    indices: np.ndarray  # [N, K] int, best first
+    weights: np.ndarray  # [N, K] combine weights (0 where dropped)
+    keep: np.ndarray  # [N, K] bool
+    capacity: int | None
+
+    @property
+    def num_experts(self) -> int:
+        return self.probs.shape[1]
+
+    def load(self) -> np.ndarray:
+        """Slots routed to each expert before capacity: ``[E]``, sums to N*K."""
+        return np.bincount(self.indices.reshape(-1), minlength=self.num_experts)
+
+    def kept(self) -> np.ndarray:
+        """Slots each expert processes after capacity: ``[E]``."""
+        return np.bincount(self.indices.reshape(-1)[self.keep.reshape(-1)], minlength=self.num_experts)
+
+    def dropped(self) -> int:
+        return int((~self.keep).sum())
+
+
+def keep_mask_numpy(indices: np.ndarray, weights: np.ndarray, num_experts: int, capacity: int | None,
+                    drop_policy: str = "position") -> np.ndarray:
+    """Vectorised twin of ``moe_lab.capacity.keep_mask``: True where slot ``(t, j)`` fits in its expert.
+
+    Priority: "position" serves all first choices before any second choice, earlier tokens first
+    (GShard); "score" serves larger combine weights first. Each expert keeps its first ``capacity``.
+    """
+    check_choice("drop_policy", drop_policy, DROP_POLICIES)
+    n, k = indices.shape
+    if capacity is None:
+        return np.ones((n, k), bool)
+    if drop_policy == "position":
+        priority = np.arange(k)[None, :] * n + np.arange(n)[:, None]
+    else:
+        order = np.argsort(-weights.reshape(-1), kind="stable")
+        priority = np.empty(n * k, np.int64)
+        priority[order] = np.arange(n * k)
+        priority = priority.reshape(n, k)
+    expert = indices.reshape(-1).astype(np.int64)
+    order = np.argsort(expert * (n * k) + priority.reshape(-1), kind="stable")
+    counts = np.bincount(expert, minlength=num_experts)
+    starts = np.cumsum(counts) - counts
+    place = np.arange(n * k) - starts[expert[order]]
+    keep = np.empty(n * k, bool)
+    keep[order] = place < capacity
+    return keep.reshape(n, k)
+
+
+def route_logits(logits, top_k: int, *, capacity_factor: float | None = None, drop_policy: str = "position",
+                 normalize: bool = True, selection_bias=None) -> SimulatedRouting:
+    """Route router scores ``logits [N, E]`` like ``MoELayer.route``. Introduced in notebook 04.
+
+    softmax -> top-k of ``probs + selection_bias`` -> combine weights from ``probs`` (renormalised when
+    ``normalize``) -> capacity ``expert_capacity(N, E, K, capacity_factor)`` -> drop policy.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"logits must have shape (tokens, experts), got {logits.shape}")
+    n, num_experts = logits.shape
+    top_k = check_int("top_k", top_k, minimum=1, maximum=num_experts)
+    capacity = expert_capacity(n, num_experts, top_k, capacity_factor)
+    probs = softmax(logits)
+    score = probs if selection_bias is None else probs + np.asarray(selection_bias, np.float64)
+    indices = np.argsort(-score, axis=1, kind="stable")[:, :top_k]
+    weights = np.take_along_axis(probs, indices, 1)
+    if normalize:
+        weights = weights / weights.sum(1, keepdims=True)
+    keep = keep_mask_numpy(indices, weights, num_experts, capacity, drop_policy)
+    return SimulatedRouting(logits, probs, indices, weights * keep, keep, capacity)
+
+
+def synthetic_logits(num_tokens: int, num_experts: int, *, temperature: float = 1.0, noise: float = 0.0,
+                     skew: float = 0.0, seed: int = 0, offset=None) -> np.ndarray:
+    """Router scores of a toy router: ``(scores + popularity + offset) / temperature + noise * N(0, 1)``.
+
+    * scores ~ N(0, 1) per token and expert: what a random linear router gives on varied input;
+    * popularity = ``skew * (1 - e / (E - 1))``: skewed input makes low-numbered experts look better
+      for every token (0 = no skew);
+    * ``offset`` [E]: a per-expert logit bias (what the auxiliary loss learns in ``simulate_balancing``);
+    * temperature divides the logits: < 1 makes the router confident, > 1 undecided;
+    * noise: Gaussian noise on the logits (noisy top-k gating, Shazeer et al. 2017, arXiv 1701.06538),
+      drawn from its own stream so ``noise=0`` gives exactly the noiseless scores.
+    """
+    num_tokens = check_int("num_tokens", num_tokens, minimum=1)
+    num_experts = check_int("num_experts", num_experts, minimum=1)
+    temperature = check_float("temperature", temperature, minimum=0.0, strict=True)
+    noise = check_float("noise", noise, minimum=0.0)
+    skew = check_float("skew", skew, minimum=0.0)
+    seed = check_int("seed", seed, minimum=0)
+    rng = np.random.default_rng([seed, 0])
+    scores = rng.normal(size=(num_tokens, num_experts))
+    popularity = skew * (1.0 - np.arange(num_experts) / max(1, num_experts - 1))
+    logits = scores + popularity
+    if offset is not None:
+        logits = logits + np.asarray(offset, np.float64)
+    logits = logits / temperature
+    if noise > 0:
+        logits = logits + noise * np.random.default_rng([seed, 1]).normal(size=logits.shape)
+    return logits
+
+
+def simulate_routing(num_tokens: int, num_experts: int, top_k: int, capacity_factor: float | None = None,
+                     temperature: float = 1.0, noise: float = 0.0, skew: float = 0.0, seed: int = 0, *,
+                     drop_policy: str = "position", selection_bias=None, offset=None) -> SimulatedRouting:
+    """Route ``num_tokens`` synthetic tokens (``synthetic_logits``) like ``MoELayer``. Notebook 04."""
+    logits = synthetic_logits(num_tokens, num_experts, temperature=temperature, noise=noise, skew=skew,
+                              seed=seed, offset=offset)
+    return route_logits(logits, top_k, capacity_factor=capacity_factor, drop_policy=drop_policy,
+                        selection_bias=selection_bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# A few balancing updates, in NumPy (the real training is in notebook 03)
+
+BALANCING = ("none", "aux", "bias")  # a subset of moe_lab.balance.BALANCE_METHODS
+AUX_LR = 2.0  # gradient step on the per-expert logit offset (the aux loss alone, no language-model loss)
+BIAS_RATE = 0.02  # bias step u; DeepSeek-V3 used 0.001 over thousands of steps, we show ~10
+
+
+@dataclass
+class BalancingRun:
+    """``history [steps + 1, E]``: slots per expert before each update; ``routing``: the last batch."""
+
+    history: np.ndarray
+    routing: SimulatedRouting
+    selection_bias: np.ndarray  # [E] (method "bias")
+    offset: np.ndarray  # [E] (method "aux")
+
+
+def switch_loss_grad_offset(probs: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Gradient of the Switch loss ``E * sum_i f_i * P_i`` w.r.t. a per-expert logit offset ``b`` [E].
+
+    ``f`` (fraction of slots) is a count without gradient; ``P_j = mean_t p_tj`` with
+    ``dp_ti / db_j = p_ti (delta_ij - p_tj)``, so ``dL/db_j = E * mean_t p_tj (f_j - sum_i f_i p_ti)``.
+    """
+    num_experts = probs.shape[1]
+    f = np.bincount(indices.reshape(-1), minlength=num_experts) / indices.size
+    return num_experts * (probs * (f[None, :] - (probs @ f)[:, None])).mean(0)
+
+
+def simulate_balancing(method: str, steps: int, *, num_tokens: int, num_experts: int, top_k: int,
+                       capacity_factor: float | None = None, temperature: float = 1.0, noise: float = 0.0,
+                       skew: float = 0.0, seed: int = 0, aux_lr: float = AUX_LR,
+                       bias_rate: float = BIAS_RATE) -> BalancingRun:
+    """``steps`` balancing updates, each on a fresh batch of tokens. Introduced in notebook 04.
+
+    * ``"none"``: nothing changes (the load only wobbles from batch to batch);
+    * ``"aux"``: one gradient step of the Switch auxiliary loss on a per-expert logit offset (the part of
+      the router that is the same for every token);
+    * ``"bias"``: DeepSeek-V3's rule ``b += u * sign(mean_load - load)`` on the selection bias (added
+      to the probabilities only to choose experts; the combine weights stay unbiased).
+    """
+    check_choice("method", method, BALANCING)
+    steps = check_int("steps", steps, minimum=0)
+    num_experts = check_int("num_experts", num_experts, minimum=1)
+    bias = np.zeros(num_experts)
+    offset = np.zeros(num_experts)
+    history = []
+    for step in range(steps + 1):
+        routing = simulate_routing(num_tokens, num_experts, top_k, capacity_factor, temperature, noise, skew,
+                                   seed + step, selection_bias=bias, offset=offset)
+        load = routing.load()
+        history.append(load)
+        if step == steps:
+            break
+        if method == "bias":
+            bias = bias + bias_rate * np.sign(load.mean() - load)
+        elif method == "aux":
+            # the offset sits before the temperature division: scale the step so its effect does not
+            # depend on the temperature (d logits / d offset = 1 / temperature)
+            offset = offset - aux_lr * temperature * switch_loss_grad_offset(routing.probs, routing.indices)
+    return BalancingRun(np.array(history), routing, bias, offset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Display helpers
+
+
+def figure_png(fig, dpi: float | None = None) -> bytes:
+    """PNG bytes of ``fig`` (then closed: the figure is not shown a second time)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _show(fig) -> None:
+    """Show ``fig`` once, inside the current Output widget; outside a notebook just close it."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    if "inline" in matplotlib.get_backend():
+        plt.show()  # the inline backend sends exactly one PNG and closes the figure
+    else:
+        plt.close(fig)
+
+
+class WithPngFallback:
+    """Display ``widget`` where widgets run; a PNG of ``fig`` everywhere else (GitHub, nbviewer, HTML).
+
+    Introduced in notebook 04 (the widget pattern of the course).
+    """
+
+    def __init__(self, widget, fig):
+        self.widget = widget
+        self.png = base64.b64encode(figure_png(fig)).decode("ascii")
+
+    def _repr_mimebundle_(self, **kwargs):
+        data = self.widget._repr_mimebundle_(**kwargs)
+        data["image/png"] = self.png
+        return data
+
+
+class Dashboard:
+    """Base of the dashboards: ``controls`` (name -> widget), ``figure(**values)``, a PNG fallback.
+
+    Subclasses build ``self.controls`` and implement ``figure``; ``_setup`` wires them with
+    ``interactive_output``. ``renders`` counts redraws; ``step_through()`` moves every control through
+    its range from the kernel side (the notebook's test cell), drawing each figure without sending it.
+    """
+
+    min_height = "480px"
+
+    def _setup(self, layout) -> None:
+        import ipywidgets as widgets
+
+        self.renders = 0
+        self._quiet = False
+        self.output = widgets.interactive_output(self._draw, self.controls)
+        self.output.layout.min_height = self.min_height  # reserve the space: no jump while redrawing
+        self.box = widgets.VBox([layout, self.output])
+
+    def values(self) -> dict:
+        return {name: w.value for name, w in self.controls.items()}
+
+    def figure(self, **values):
+        raise NotImplementedError
+
+    def _draw(self, **values) -> None:
+        fig = self.figure(**values)
+        self.renders += 1
+        if self._quiet:  # stepping from the kernel: build every artist, send nothing
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        else:
+            _show(fig)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return WithPngFallback(self.box, self.figure(**self.values()))._repr_mimebundle_(**kwargs)
+
+    def control_values(self, name: str, max_values: int | None = None) -> list:
+        """Every value control ``name`` can take now (a slider: min..max by its step)."""
+        w = self.controls[name]
+        if hasattr(w, "options"):
+            vals = [o[1] if isinstance(o, tuple) else o for o in w.options]
+        elif isinstance(w.value, bool):
+            vals = [False, True]
+        elif hasattr(w, "max"):
+            count = int(round((w.max - w.min) / w.step)) + 1
+            vals = [w.min + i * w.step for i in range(count)]
+            if isinstance(w.value, int):
+                vals = [int(v) for v in vals]
+            else:
+                vals = [round(v, 10) for v in vals]
+        else:
+            vals = [w.value]
+        if max_values is not None and len(vals) > max_values:  # keep both ends and spread the rest
+            pick = np.unique(np.linspace(0, len(vals) - 1, max_values).round().astype(int))
+            vals = [vals[i] for i in pick]
+        return vals
+
+    def step_through(self, max_values: int | None = None) -> int:
+        """Set every control to every value of its range (then back); returns the number of redraws.
+
+        A callback that raises at some value fails here (and so in nbval), not in front of a learner.
+        """
+        start = self.values()
+        before = self.renders
+        self._quiet = True
+        try:
+            for name in self.controls:
+                for v in self.control_values(name, max_values):
+                    self.controls[name].value = v
+                self.controls[name].value = start[name]
+        finally:
+            self._quiet = False
+        for name, v in start.items():
+            self.controls[name].value = v
+        return self.renders - before
+
+
+class RoutingDashboard(Dashboard):
+    """Synthetic routing dashboard: tokens per expert, routing heatmap, confidence, balancing.
+
+    Introduced in notebook 04. ``display(RoutingDashboard())`` in a notebook; the app notebook
+    ``app_expert_load.ipynb`` serves it with Voila.
+    """
+
+    min_height = "560px"
+
+    def __init__(self, num_tokens: int = 512, seed: int = 0, heatmap_tokens: int = 48,
+                 figsize: tuple[float, float] = (10.0, 6.0)):
+        import ipywidgets as widgets
+
+        self.num_tokens = check_int("num_tokens", num_tokens, minimum=8)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.heatmap_tokens = check_int("heatmap_tokens", heatmap_tokens, minimum=1)
+        self.figsize = figsize
+        style = {"description_width": "110px"}
+        lay = widgets.Layout(width="330px")
+
+        def slider(cls, value, lo, hi, step, desc, fmt=None):
+            kw = {"readout_format": fmt} if fmt else {}
+            return cls(value=value, min=lo, max=hi, step=step, description=desc, style=style, layout=lay,
+                       continuous_update=True, **kw)
+
+        self.controls = {
+            "num_experts": slider(widgets.IntSlider, 8, 2, 16, 1, "experts E"),
+            "top_k": slider(widgets.IntSlider, 2, 1, 8, 1, "top-k"),
+            "capacity_factor": slider(widgets.FloatSlider, 1.25, 0.5, 3.0, 0.25, "capacity factor", ".2f"),
+            "dropless": widgets.Checkbox(value=False, description="dropless (no capacity)", style=style,
+                                         layout=lay),
+            "temperature": slider(widgets.FloatSlider, 1.0, 0.25, 4.0, 0.25, "temperature", ".2f"),
+            "noise": slider(widgets.FloatSlider, 0.0, 0.0, 2.0, 0.25, "router noise", ".2f"),
+            "skew": slider(widgets.FloatSlider, 1.0, 0.0, 3.0, 0.25, "input skew", ".2f"),
+            "balancing": widgets.Dropdown(options=[("none", "none"), ("aux loss (Switch)", "aux"),
+                                                   ("bias (DeepSeek-V3)", "bias")], value="none",
+                                          description="balancing", style=style, layout=lay),
+            "steps": slider(widgets.IntSlider, 10, 0, 20, 1, "update steps"),
+        }
+        c = self.controls
+        c["top_k"].max = c["num_experts"].value
+        # top-k can never exceed the number of experts: lowering E lowers top_k's maximum (and value)
+        # before the plot is redrawn (this observer is registered before interactive_output's)
+        c["num_experts"].observe(self._limit_top_k, names="value")
+        c["dropless"].observe(lambda ch: setattr(c["capacity_factor"], "disabled", ch["new"]), names="value")
+        left = widgets.VBox([c["num_experts"], c["top_k"], c["capacity_factor"], c["dropless"]])
+        mid = widgets.VBox([c["temperature"], c["noise"], c["skew"]])
+        right = widgets.VBox([c["balancing"], c["steps"]])
+        self._setup(widgets.HBox([left, mid, right]))
+
+    def _limit_top_k(self, change) -> None:
+        top_k = self.controls["top_k"]
+        if top_k.value > change["new"]:
+            top_k.value = change["new"]
+        top_k.max = change["new"]
+
+    def run(self, num_experts: int, top_k: int, capacity_factor: float, dropless: bool, temperature: float,
+            noise: float, skew: float, balancing: str, steps: int) -> BalancingRun:
+        """The simulation behind the plot (top_k is clipped to num_experts, whatever the caller sends)."""
+        top_k = max(1, min(int(top_k), int(num_experts)))
+        return simulate_balancing(balancing, steps, num_tokens=self.num_tokens, num_experts=num_experts,
+                                  top_k=top_k, capacity_factor=None if dropless else capacity_factor,
+                                  temperature=temperature, noise=noise, skew=skew, seed=self.seed)
+
+    def figure(self, num_experts: int, top_k: int, capacity_factor: float, dropless: bool, temperature: float,
+               noise: float, skew: float, balancing: str, steps: int):
+        import matplotlib.pyplot as plt
+
+        top_k = max(1, min(int(top_k), int(num_experts)))
+        run = self.run(num_experts, top_k, capacity_factor, dropless, temperature, noise, skew, balancing, steps)
+        r = run.routing
+        # a fixed layout (no constrained layout, no colour bar): same frame every time, and cheaper
+        # to redraw, which keeps a slider move under ~0.3 s
+        fig, axes = plt.subplots(2, 2, figsize=self.figsize, gridspec_kw={"height_ratios": [1.1, 1.0]})
+        fig.subplots_adjust(left=0.06, right=0.985, top=0.86, bottom=0.08, hspace=0.55, wspace=0.16)
+        balanced = self.num_tokens * top_k / num_experts
+        # fixed frame: up to 4x the balanced load (taller bars are cut and labelled)
+        ylim = max(4.0 * balanced, 1.15 * (r.capacity or 0))
+        after = f" after {steps} {balancing} steps" if balancing != "none" and steps else ""
+        cap = "dropless" if r.capacity is None else f"capacity {r.capacity}"
+        viz.plot_expert_load(r.load(), r.capacity, r.kept(), ax=axes[0, 0], ylim=ylim,
+                             title=f"tokens per expert ({cap}){after}\n"
+                                   f"dropped {r.dropped()} of {r.indices.size} slots, "
+                                   f"max/mean {r.load().max() / balanced:.2f}")
+        n = min(self.heatmap_tokens, self.num_tokens)
+        viz.plot_routing_heatmap(r.probs[:n], r.indices[:n], r.keep[:n], ax=axes[0, 1], colorbar=False,
+                                 title=f"router probability (bright = high) of the first {n} tokens\n"
+                                       "dot = chosen expert, x = dropped by capacity")
+        viz.plot_confidence_histogram(r.probs, top_k, ax=axes[1, 0])
+        viz.plot_load_history(run.history, ax=axes[1, 1],
+                              title="balancing: none" if balancing == "none" else None)
+        fig.suptitle(f"{self.num_tokens} tokens, E={num_experts}, top-{top_k}, temperature {temperature:g}, "
+                     f"noise {noise:g}, skew {skew:g}", fontsize=10)
+        return fig
+

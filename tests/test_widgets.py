@@ -1,0 +1,224 @@
+"""moe_lab.widgets: the NumPy routing simulation matches MoELayer, balancing works, and no widget value
+makes a dashboard callback raise (every control stepped through its range, no browser needed)."""
+
+import base64
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import mindspore as ms  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from moe_lab import balance, widgets  # noqa: E402
+from moe_lab.capacity import expert_capacity, keep_mask  # noqa: E402
+from moe_lab.layer import MoELayer  # noqa: E402
+from moe_lab.reference import keep_numpy  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+# ----------------------------------------------------------------------------- simulation == MoELayer
+
+@pytest.mark.parametrize("capacity_factor", [None, 0.5, 1.0, 1.25])
+@pytest.mark.parametrize("drop_policy", ["position", "score"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_route_logits_matches_moelayer(make_x, capacity_factor, drop_policy, normalize):
+    layer = MoELayer(8, 16, num_experts=4, top_k=2, capacity_factor=capacity_factor, drop_policy=drop_policy,
+                     normalize_top_k=normalize, seed=3)
+    layer.router.selection_bias.set_data(ms.Tensor(np.array([0.05, -0.02, 0.0, 0.01], np.float32)))
+    x = make_x(40, 8, seed=1)
+    routing = layer.route(x)
+    sim = widgets.route_logits(routing.logits.asnumpy(), 2, capacity_factor=capacity_factor,
+                               drop_policy=drop_policy, normalize=normalize,
+                               selection_bias=layer.router.selection_bias.asnumpy())
+    np.testing.assert_array_equal(sim.indices, routing.indices.asnumpy())
+    np.testing.assert_array_equal(sim.keep, routing.keep.asnumpy())
+    np.testing.assert_allclose(sim.probs, routing.probs.asnumpy(), atol=1e-6)
+    np.testing.assert_allclose(sim.weights, routing.weights.asnumpy(), atol=1e-6)
+    assert sim.capacity == routing.capacity
+    np.testing.assert_array_equal(sim.load(), routing.load())
+    np.testing.assert_array_equal(sim.kept(), routing.kept())
+    assert sim.dropped() == routing.dropped()
+    if capacity_factor is not None:
+        assert routing.dropped() > 0 or capacity_factor > 1  # the small factors really drop something
+
+
+@pytest.mark.parametrize("drop_policy", ["position", "score"])
+def test_keep_mask_numpy_matches_capacity_module_and_reference(drop_policy):
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        n, e, k = 50, 6, 3
+        indices = np.stack([rng.permutation(e)[:k] for _ in range(n)])
+        weights = rng.random((n, k))
+        cap = expert_capacity(n, e, k, 0.8)
+        mine = widgets.keep_mask_numpy(indices, weights, e, cap, drop_policy)
+        theirs = keep_mask(ms.Tensor(indices.astype(np.int32)), ms.Tensor(weights.astype(np.float32)), e, cap,
+                           drop_policy).asnumpy()
+        np.testing.assert_array_equal(mine, theirs, err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(mine, keep_numpy(indices, weights, e, 0.8, drop_policy))
+        assert (~mine).sum() > 0
+
+
+def test_simulated_capacity_is_the_course_formula():
+    r = widgets.simulate_routing(500, 8, 2, 1.1)
+    assert r.capacity == expert_capacity(500, 8, 2, 1.1) == 138  # ceil(1.1 * 500 * 2 / 8) = 137.5 -> 138
+    assert (r.kept() <= r.capacity).all() and r.kept().sum() + r.dropped() == 1000
+    assert widgets.simulate_routing(500, 8, 2, None).capacity is None
+
+
+def test_synthetic_logits_knobs():
+    base = widgets.synthetic_logits(200, 4, seed=5)
+    np.testing.assert_allclose(widgets.synthetic_logits(200, 4, temperature=2.0, seed=5), base / 2)
+    np.testing.assert_array_equal(widgets.synthetic_logits(200, 4, noise=0.0, seed=5), base)
+    assert not np.allclose(widgets.synthetic_logits(200, 4, noise=1.0, seed=5), base)
+    skewed = widgets.synthetic_logits(200, 4, skew=1.5, seed=5)
+    np.testing.assert_allclose(skewed - base, np.broadcast_to([1.5, 1.0, 0.5, 0.0], base.shape))
+
+
+def test_skew_unbalances_and_temperature_changes_confidence():
+    flat = widgets.simulate_routing(2000, 8, 2, None, skew=0.0)
+    skewed = widgets.simulate_routing(2000, 8, 2, None, skew=2.0)
+    assert balance.max_over_mean(skewed.load()) > 2 * balance.max_over_mean(flat.load())
+    sharp = widgets.simulate_routing(2000, 8, 2, None, temperature=0.25)
+    soft = widgets.simulate_routing(2000, 8, 2, None, temperature=4.0)
+    assert sharp.probs.max(1).mean() > 0.7 > 0.3 > soft.probs.max(1).mean()
+    # temperature rescales the scores: without noise and bias the chosen experts do not change
+    np.testing.assert_array_equal(sharp.indices, soft.indices)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"num_tokens": 0}, ValueError, "num_tokens must be >= 1"),
+    ({"top_k": 9}, ValueError, "top_k must be <= 8"),
+    ({"temperature": 0.0}, ValueError, "temperature must be > 0.0"),
+    ({"noise": -1.0}, ValueError, "noise must be >= 0.0"),
+    ({"capacity_factor": "big"}, TypeError, "capacity_factor must be a number or None"),
+    ({"drop_policy": "random"}, ValueError, "drop_policy must be one of 'position', 'score'"),
+])
+def test_simulate_routing_bad_input(kwargs, error, words):
+    args = {"num_tokens": 64, "num_experts": 8, "top_k": 2, "capacity_factor": 1.0} | kwargs
+    with pytest.raises(error) as info:
+        widgets.simulate_routing(**args)
+    assert words in str(info.value)
+
+
+# ----------------------------------------------------------------------------- balancing
+
+def test_aux_gradient_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(64, 5))
+    r = widgets.route_logits(logits, 2)
+
+    def loss(offset):  # f held fixed (a count has no gradient), P moves with the offset
+        probs = widgets.softmax(logits + offset)
+        return balance.switch_loss_numpy(probs, r.indices)
+
+    grad = widgets.switch_loss_grad_offset(r.probs, r.indices)
+    eps = 1e-6
+    numeric = [(loss(eps * np.eye(5)[j]) - loss(-eps * np.eye(5)[j])) / (2 * eps) for j in range(5)]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
+
+
+def test_bias_step_is_balance_bias_update():
+    load = np.array([40.0, 10.0, 25.0, 25.0])
+    run = widgets.simulate_balancing("bias", 1, num_tokens=50, num_experts=4, top_k=2, skew=2.0)
+    first = run.history[0].astype(np.float32)
+    want = balance.bias_update(ms.Tensor(first), widgets.BIAS_RATE).asnumpy()
+    np.testing.assert_allclose(run.selection_bias, want, atol=1e-7)
+    assert balance.bias_update(ms.Tensor(load.astype(np.float32)), 1.0).asnumpy().tolist() == [-1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("method", ["aux", "bias"])
+def test_balancing_reduces_the_skew(method):
+    kw = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "skew": 2.0, "seed": 0}
+    none = widgets.simulate_balancing("none", 10, **kw)
+    run = widgets.simulate_balancing(method, 10, **kw)
+    np.testing.assert_array_equal(run.history[0], none.history[0])  # same start
+    start, end = (balance.max_over_mean(h) for h in (run.history[0], run.history[-1]))
+    assert end < 0.7 * start
+    assert end < 0.7 * balance.max_over_mean(none.history[-1])
+    assert run.history.shape == (11, 8) and (run.history.sum(1) == 1024).all()
+
+
+def test_balancing_bad_method():
+    with pytest.raises(ValueError, match="method must be one of 'none', 'aux', 'bias'; got 'magic'"):
+        widgets.simulate_balancing("magic", 3, num_tokens=8, num_experts=2, top_k=1)
+
+
+# ----------------------------------------------------------------------------- the dashboard
+
+@pytest.fixture
+def dash():
+    return widgets.RoutingDashboard(num_tokens=128)
+
+
+def test_top_k_is_limited_to_the_number_of_experts(dash):
+    c = dash.controls
+    c["num_experts"].value = 16
+    c["top_k"].value = 8
+    c["num_experts"].value = 3
+    assert c["top_k"].max == 3 and c["top_k"].value == 3
+    c["top_k"].value = 7  # beyond the maximum: the slider clamps it
+    assert c["top_k"].value == 3
+    c["num_experts"].value = 12
+    assert c["top_k"].max == 12 and c["top_k"].value == 3
+
+
+def test_every_control_through_its_range_redraws_without_error(dash):
+    open_before = len(plt.get_fignums())
+    n = dash.step_through()
+    expected = sum(len(dash.control_values(name)) + 1 for name in dash.controls)
+    # a value equal to the current one does not fire; all others redraw once
+    assert n >= expected - 2 * len(dash.controls)
+    assert len(plt.get_fignums()) == open_before  # every figure closed
+    assert dash.values()["num_experts"] == 8 and dash.values()["top_k"] == 2  # restored
+
+
+def test_every_experts_topk_pair_and_extreme_settings_draw(dash):
+    for e in range(2, 17):
+        for k in sorted({1, (e + 1) // 2, e}):
+            fig = dash.figure(num_experts=e, top_k=k, capacity_factor=0.5, dropless=False, temperature=0.25,
+                              noise=2.0, skew=3.0, balancing=("aux", "bias", "none")[e % 3], steps=e % 4)
+            if e in (2, 16):
+                fig.canvas.draw()  # the full render too (slower), at both ends of the range
+            plt.close(fig)
+    # a stale top_k larger than E (an observer order we do not control) is clipped, not an error
+    fig = dash.figure(num_experts=2, top_k=8, capacity_factor=3.0, dropless=True, temperature=4.0, noise=0.0,
+                      skew=0.0, balancing="bias", steps=20)
+    ax = fig.axes[0]
+    assert "dropless" in ax.get_title()
+    assert len(ax.containers[0].patches) == 2
+
+
+def test_figure_shows_the_simulation(dash):
+    values = dash.values() | {"skew": 2.0, "balancing": "aux", "steps": 5}
+    run = dash.run(**values)
+    fig = dash.figure(**values)
+    load_ax, heat_ax, conf_ax, hist_ax = fig.axes
+    processed = np.array([p.get_height() for p in load_ax.containers[0].patches])
+    np.testing.assert_array_equal(processed, run.routing.kept())
+    assert f"capacity {run.routing.capacity}" in load_ax.get_title()
+    np.testing.assert_allclose(heat_ax.images[0].get_array(), run.routing.probs[:48].T)
+    assert hist_ax.get_lines()[0].get_ydata().shape == (6,)
+    assert "after 5 aux steps" in load_ax.get_title()
+
+
+def test_mimebundle_has_the_widget_and_a_png_fallback(dash):
+    bundle = dash._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert dash.output.layout.min_height == dash.min_height
+
+
+def test_control_values_cover_each_range(dash):
+    assert dash.control_values("num_experts") == list(range(2, 17))
+    assert dash.control_values("capacity_factor")[0] == 0.5 and dash.control_values("capacity_factor")[-1] == 3.0
+    assert dash.control_values("dropless") == [False, True]
+    assert dash.control_values("balancing") == ["none", "aux", "bias"]
+    assert dash.control_values("steps", max_values=3) == [0, 10, 20]
