@@ -1,0 +1,258 @@
+"""moe_lab.budget_memory and data/hardware.json: weights, KV cache, training state, devices, roofline."""
+
+import json
+import math
+
+import pytest
+
+from moe_lab.budget import count_parameters, load_model, matrix_params
+from moe_lab.budget_hardware import HARDWARE_JSON, Device, device_names, figure_range, load_device
+from moe_lab.budget_memory import (
+    GB,
+    Layout,
+    activation_bytes_per_layer,
+    decode_bytes_per_step,
+    decode_roofline,
+    devices_needed,
+    expected_distinct_experts,
+    kv_bytes_per_token,
+    kv_cache_bytes,
+    min_devices_to_train,
+    nodes_needed,
+    quantization_scales,
+    serving_memory,
+    training_memory,
+    weight_bytes,
+    weight_bytes_by_component,
+)
+
+PANGU = "openpangu-ultra-moe-718b"
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def test_weight_bytes_plain_formats():
+    spec = load_model(PANGU)
+    total = count_parameters(spec).total
+    assert weight_bytes(spec, "fp32") == 4 * total
+    assert weight_bytes(spec, "bf16") == weight_bytes(spec, "fp16") == 2 * total
+    assert abs(weight_bytes(spec, "bf16") / GB - 1438.19) < 0.01  # 719.09B x 2 B
+
+
+def test_low_bit_formats_convert_matrices_and_add_scales():
+    spec = load_model(PANGU)
+    total, mats = count_parameters(spec).total, sum(matrix_params(spec).values())
+    fp8 = weight_bytes(spec, "fp8")
+    assert fp8 == mats * 1 + quantization_scales(spec, "fp8") * 4 + (total - mats) * 2
+    # one expert matrix 2048 x 7680 has 16 x 60 blocks of 128 x 128
+    assert quantization_scales(spec, "fp8") > 58 * 256 * 3 * 16 * 60
+    int4 = weight_bytes(spec, "int4")
+    assert int4 == mats * 0.5 + quantization_scales(spec, "int4") * 2 + (total - mats) * 2
+    # per-row groups of 128 (int8: one fp16 scale per 128 values) cost more than 128x128 fp8 blocks
+    assert weight_bytes(spec, "int4") < fp8 < weight_bytes(spec, "int8") < weight_bytes(spec, "bf16")
+
+
+def test_mxfp4_converts_experts_only_like_gpt_oss():
+    spec = load_model("gpt-oss-120b")
+    bf16, mx = weight_bytes_by_component(spec, "bf16"), weight_bytes_by_component(spec, "mxfp4")
+    for k in bf16:
+        if k != "routed_experts":
+            assert mx[k] == bf16[k]
+    experts = matrix_params(spec)["routed_experts"]
+    vectors = count_parameters(spec).components["routed_experts"] - experts
+    assert mx["routed_experts"] == experts * 4.25 / 8 + vectors * 2  # 4 bits + one 8-bit scale per 32
+    assert weight_bytes(spec, "mxfp4") < 80e9  # "fits a single 80GB GPU" (openai/gpt-oss README)
+
+
+def test_bad_dtype_lists_choices():
+    with pytest.raises(ValueError, match="dtype must be one of 'fp32', 'bf16'"):
+        weight_bytes(load_model(PANGU), "int3")
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+
+def test_mla_kv_cache_is_the_compressed_latent():
+    spec = load_model(PANGU)
+    assert kv_bytes_per_token(spec) == (512 + 64) * 61 * 2 == 70_272
+    assert kv_cache_bytes(spec, 32768, 8) == 70_272 * 32768 * 8
+    assert kv_bytes_per_token(spec, "fp8") == 35_136
+    assert kv_bytes_per_token(load_model("deepseek-v3")) == 70_272  # same MLA widths
+
+
+def test_gqa_and_sliding_window_kv_cache():
+    assert kv_bytes_per_token(load_model("mixtral-8x7b")) == 2 * 8 * 128 * 32 * 2
+    gpt = load_model("gpt-oss-120b")
+    per_layer = 2 * 8 * 64 * 2
+    assert kv_cache_bytes(gpt, 1000, 2) == per_layer * (18 * 128 + 18 * 1000) * 2
+    assert kv_cache_bytes(gpt, 100) == per_layer * 36 * 100  # shorter than the window: no cap
+
+
+@pytest.mark.parametrize("kwargs, match", [({"context": 0}, "context must be >= 1"),
+                                           ({"context": -5}, "context must be >= 1"),
+                                           ({"batch": 0}, "batch must be >= 1"),
+                                           ({"kv_dtype": "int4"}, "kv_dtype must be one of")])
+def test_kv_cache_rejects_nonsense(kwargs, match):
+    args = {"context": 10, "batch": 1, "kv_dtype": "bf16", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        kv_cache_bytes(load_model(PANGU), **args)
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+def test_serving_budget_sums_and_devices():
+    spec = load_model(PANGU)
+    b = serving_memory(spec, "bf16", 32768, 8)
+    assert b.total == b.weights + b.kv_cache + b.workspace
+    assert b.kv_cache == kv_cache_bytes(spec, 32768, 8)
+    assert b.workspace < 0.05 * b.weights
+    npu = load_device("atlas-800i-a2")
+    n = devices_needed(b.total, npu)
+    assert n == math.ceil(b.total / (64e9 * 0.9)) == 26
+    assert nodes_needed(n, npu) == 4
+    assert devices_needed(b.weights, load_device("a100-80gb"), reserve=0.0) == 18  # the article said 40
+    with pytest.raises(ValueError, match="reserve must be < 1"):
+        devices_needed(1.0, npu, reserve=1.0)
+    assert nodes_needed(3, load_device("atlas-300i-duo")) is None
+
+
+def test_fp32_serving_uses_fp32_kv_by_default():
+    b = serving_memory(load_model("mixtral-8x7b"), "fp32", 4096, 1)
+    assert b.kv_dtype == "fp32"
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_training_state_is_16_bytes_per_parameter_without_sharding():
+    spec = load_model("mixtral-8x7b")
+    t = training_memory(spec, Layout())
+    assert t.weights + t.grads + t.optimizer == 16 * count_parameters(spec).total
+
+
+def test_parallel_layouts_and_zero_shard_the_state():
+    spec = load_model(PANGU)
+    c = count_parameters(spec)
+    experts, dense = c.components["routed_experts"], c.total - c.components["routed_experts"]
+    t = training_memory(spec, Layout(tp=8, pp=4, ep=16, dp=8, zero=0))
+    assert math.isclose(t.weights, 2 * (dense / 32 + experts / 64))
+    z1 = training_memory(spec, Layout(tp=8, pp=4, ep=16, dp=8, zero=1))
+    assert math.isclose(z1.optimizer, 12 * (dense / 32 / 8 + experts / 64 / (8 * 8 // 16)))
+    assert z1.weights == t.weights and z1.grads == t.grads
+    z3 = training_memory(spec, Layout(tp=8, pp=4, ep=16, dp=8, zero=3))
+    assert z3.weights < z1.weights and z3.grads < z1.grads
+
+
+@pytest.mark.parametrize("layout, match", [(dict(tp=0), "tp must be >= 1"), (dict(zero=4), "zero must be <= 3"),
+                                           (dict(tp=2, dp=2, ep=3), "ep must divide tp x dp")])
+def test_layout_validation(layout, match):
+    with pytest.raises(ValueError, match=match):
+        Layout(**layout)
+
+
+def test_layout_must_fit_the_model():
+    with pytest.raises(ValueError, match="ep must divide num_experts=8"):
+        training_memory(load_model("mixtral-8x7b"), Layout(tp=2, dp=3, ep=3))
+    with pytest.raises(ValueError, match="pp must be <= num_layers"):
+        training_memory(load_model("mixtral-8x7b"), Layout(pp=64))
+
+
+def test_korthikanti_activation_terms():
+    spec = load_model("mixtral-8x7b")
+    s, b, h, a = 4096, 1, 4096, 32
+    mlp = 3 * s * b * h + 4 * s * b * 8 + 2 * (2 * s * b * h + 6 * s * b * 14336)
+    none = activation_bytes_per_layer(spec, s, b)
+    assert none == 4 * s * b * h + 11 * s * b * h + 5 * a * s * s * b + mlp
+    assert activation_bytes_per_layer(spec, s, b, recompute="selective") == none - 5 * a * s * s * b
+    assert activation_bytes_per_layer(spec, s, b, flash_attention=True) == none - 5 * a * s * s * b
+    assert activation_bytes_per_layer(spec, s, b, tp=8) == none / 8
+    assert activation_bytes_per_layer(spec, s, b, recompute="full") == 2 * s * b * h
+    with pytest.raises(ValueError, match="recompute must be one of"):
+        activation_bytes_per_layer(spec, s, b, recompute="some")
+
+
+def test_training_activations_grow_with_sequence_and_shrink_with_recompute():
+    spec = load_model("qwen3-30b-a3b")
+    lay = Layout(tp=2)
+    full = training_memory(spec, lay, 4096, recompute="full").activations
+    sel = training_memory(spec, lay, 4096, recompute="selective").activations
+    assert full < sel < training_memory(spec, lay, 8192, recompute="selective").activations
+
+
+def test_min_devices_to_train_pangu():
+    npu = load_device("atlas-800t-a2")
+    n = min_devices_to_train(load_model(PANGU), npu)
+    assert n > 16 * count_parameters(load_model(PANGU)).total / 64e9  # more than the states alone
+    with pytest.raises(ValueError, match="do not fit"):
+        min_devices_to_train(load_model(PANGU), load_device("atlas-200i-dk-a2"), recompute="none", tp=1)
+
+
+# ----------------------------------------------------------------------------- roofline
+
+
+def test_expected_distinct_experts():
+    assert expected_distinct_experts(256, 8, 1) == pytest.approx(8)
+    assert expected_distinct_experts(256, 8, 0) == 0
+    assert expected_distinct_experts(256, 8, 10_000) == pytest.approx(256)
+    assert expected_distinct_experts(8, 2, 2) == pytest.approx(8 * (1 - 0.75**2))
+    with pytest.raises(ValueError, match="top_k must be <= 8"):
+        expected_distinct_experts(8, 9, 1)
+
+
+def test_decode_roofline_batch_one_reads_active_weights_and_kv():
+    spec = load_model(PANGU)
+    c = count_parameters(spec)
+    read = decode_bytes_per_step(spec, "bf16", 1024, 1)
+    assert read == pytest.approx(2 * c.active_without_embedding + kv_cache_bytes(spec, 1024, 1))
+    npu = load_device("atlas-800i-a2")
+    r = decode_roofline(spec, npu, 32, "bf16", 1024, 1)
+    assert r.bound == "memory"
+    assert r.tokens_per_second[0] <= r.tokens_per_second[1]
+    assert r.tokens_per_second[1] == pytest.approx(32 * 1600e9 / read)
+    bigger = decode_roofline(spec, npu, 32, "bf16", 1024, 64)
+    assert bigger.tokens_per_second[1] > r.tokens_per_second[1]
+    assert bigger.per_sequence_tokens_per_second[1] < r.per_sequence_tokens_per_second[1]
+    no_bw = Device("x", "x", 64, None, None, "none", 8)
+    with pytest.raises(ValueError, match="no verified memory bandwidth"):
+        decode_roofline(spec, no_bw, 1)
+
+
+# ----------------------------------------------------------------------------- hardware.json
+
+
+REQUIRED_DEVICES = ["ascend-910b", "ascend-910b2", "ascend-910b3", "ascend-910b4", "atlas-800i-a2", "atlas-800t-a2",
+                    "atlas-300i-duo", "atlas-200i-dk-a2", "a100-80gb", "h100-sxm", "h200-sxm"]
+FIGURES = ["memory_gb", "bandwidth_gbps", "bf16_tflops", "fp16_tflops", "int8_tops", "devices_per_node"]
+
+
+def test_hardware_json_every_figure_has_a_source_or_says_not_verified():
+    raw = json.loads(HARDWARE_JSON.read_text())
+    assert set(REQUIRED_DEVICES) <= set(raw["devices"])
+    for name, dev in raw["devices"].items():
+        for key, fig in dev.items():
+            if not isinstance(fig, dict):
+                continue
+            assert key in FIGURES or key == "processors_per_card", (name, key)
+            if figure_range(fig) is None:
+                assert fig.get("note"), (name, key)  # a null figure says why
+                continue
+            assert fig["sources"], (name, key)
+            for src in fig["sources"]:
+                assert src in raw["sources"], (name, key, src)
+            if "min" in fig:  # a range: sources disagree, and the note says so
+                assert fig["min"] < fig["max"] and "disagree" in fig["note"] or "not verified" in fig["note"]
+        for key in FIGURES:
+            assert key in dev, (name, key)
+
+
+def test_ascend_servers_are_8_x_64_gb():
+    for name in ("atlas-800i-a2", "atlas-800t-a2"):
+        d = load_device(name)
+        assert (d.memory_gb, d.devices_per_node) == (64, 8)
+        assert d.bandwidth_gbps == (1200, 1600) and d.tflops_kind == "fp16"
+    assert load_device("h200-sxm").tflops == (989, 989)
+    with pytest.raises(ValueError, match="unknown device 'tpu'; valid devices: a100-80gb"):
+        load_device("tpu")
+    assert device_names() == sorted(device_names())

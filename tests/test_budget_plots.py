@@ -1,0 +1,60 @@
+"""Notebook-06 figures are pure functions: checked without a browser."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import ipywidgets as widgets  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from moe_lab.budget import count_parameters, load_model  # noqa: E402
+from moe_lab.budget_hardware import load_device  # noqa: E402
+from moe_lab.budget_memory import devices_needed, serving_memory  # noqa: E402
+from moe_lab.budget_plots import WithPngFallback, figure_png, memory_bar_figure, params_figure  # noqa: E402
+
+
+def test_memory_bar_figure_stacks_three_parts_and_names_the_device_count():
+    spec = load_model("openpangu-ultra-moe-718b")
+    budget = serving_memory(spec, "bf16", 32768, 8)
+    dev = load_device("atlas-800i-a2")
+    n = devices_needed(budget.total, dev)
+    fig = memory_bar_figure(budget, dev, n)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    widths = [p.get_width() for p in ax.patches]
+    assert len(widths) == 3 and widths == pytest.approx(list(budget.parts_gb().values()))
+    assert f"{n} x atlas-800i-a2 = 4 nodes" in ax.get_title()
+    assert len(ax.lines) == 1 + 4  # capacity line + one dashed line per server
+    plt.close(fig)
+    with pytest.raises(TypeError, match="ServingBudget"):
+        memory_bar_figure({"weights": 1}, dev, 1)
+
+
+def test_memory_bar_without_node_size():
+    budget = serving_memory(load_model("qwen1.5-moe-a2.7b"), "int4", 4096, 1)
+    fig = memory_bar_figure(budget, load_device("atlas-300i-duo"), 1)
+    assert "nodes" not in fig.axes[0].get_title()
+    plt.close(fig)
+
+
+def test_params_figure_and_png():
+    rows = []
+    for mid in ("mixtral-8x7b", "kimi-k2"):
+        c = count_parameters(load_model(mid))
+        rows.append({"name": mid, "total": c.total, "active": c.active, "published_total": 1e9,
+                     "published_active": 1e9})
+    fig = params_figure(rows)
+    assert len(fig.axes[0].patches) == 4 and fig.axes[0].get_xscale() == "log"
+    png = figure_png(fig)
+    assert png.startswith("iVBOR")  # base64 of the PNG signature
+    with pytest.raises(ValueError, match="at least one"):
+        params_figure([])
+
+
+def test_png_fallback_bundle_has_widget_and_png():
+    fig = params_figure([{"name": "m", "total": 2e9, "active": 1e9}])
+    shown = WithPngFallback(widgets.VBox([widgets.IntSlider()]), fig)
+    bundle = shown._repr_mimebundle_()
+    assert "image/png" in bundle and "application/vnd.jupyter.widget-view+json" in bundle
