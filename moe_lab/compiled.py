@@ -1,0 +1,138 @@
+"""A whole MoE layer (router + dispatch) compiled with ``mindspore.jit``: forward, and forward+backward.
+
+Introduced in notebook 02 (section "How fast is each path?"); the benchmark in ``benchmarks/`` uses it.
+
+    fast = CompiledMoE(layer, dispatch="capacity")
+    y = fast(x)                          # same output as layer(x, dispatch="capacity")
+    loss, grads = fast.value_and_grad(x) # loss = mean(y**2), grads of layer.trainable_params()
+
+Why not simply ``mindspore.jit(layer)``? Two reasons, both about graph mode:
+
+* ``Routing`` is a Python dataclass. Inside a compiled graph MindSpore builds it through its Python
+  fallback: the dtypes and shapes of its fields are then unknown at compile time, so ops that need
+  them (``ops.arange`` in the capacity mask) fail to compile, and, worse, gradients do not flow through
+  it (``jit`` of ``value_and_grad(layer(x))`` returns all-zero gradients, silently; measured on
+  MindSpore 2.10). ``route_tensors`` computes the same routing as plain tensors.
+* A dropless layer has no capacity, but the static path needs one. It is read on the host from the
+  routing (``padded_capacity``): one small sync, then the graph compiled for that capacity runs
+  (MindSpore caches one graph per capacity value; rounding keeps the number of values small).
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, ops
+
+from moe_lab._checks import check_choice
+from moe_lab.capacity import expert_capacity, keep_mask
+from moe_lab.static_dispatch import capacity_moe, padded_capacity
+
+COMPILED_DISPATCH = ("capacity", "dense")
+
+
+def route_tensors(layer, rows: Tensor, indices: Tensor | None = None):
+    """The layer's routing of ``rows [N, H]`` as plain tensors ``(logits, probs, indices, weights, keep)``.
+
+    Computes what ``layer.route`` computes (``TopKRouter.construct`` + the capacity mask; the tests
+    check they agree), without the ``Routing`` dataclass, so it compiles. When ``indices`` are given
+    the top-k choice is taken from them (the combine weights are still computed, with gradients).
+    """
+    router = layer.router
+    logits = ops.matmul(rows, router.weight)
+    probs = ops.softmax(logits, -1)
+    if indices is None:
+        # the selection bias shifts which experts are chosen, not their weights (notebook 03)
+        _, indices = ops.topk(probs + router.selection_bias, router.top_k)
+    indices = indices.astype(ms.int32)
+    weights = ops.gather_elements(probs, 1, indices)
+    if router.normalize:
+        weights = weights / weights.sum(-1, keepdims=True)
+    capacity = expert_capacity(rows.shape[0], layer.num_experts, layer.top_k, layer.capacity_factor)
+    if capacity is None:
+        keep = ops.ones(indices.shape, ms.bool_)
+    else:
+        keep = keep_mask(indices, weights, layer.num_experts, capacity, layer.drop_policy)
+        weights = weights * keep.astype(weights.dtype)
+    return logits, probs, indices, weights, keep
+
+
+def _forward(layer, dispatch: str, x: Tensor, indices: Tensor | None, capacity: int | None) -> Tensor:
+    """Router + dispatch on ``x`` (any leading shape); traced by ``mindspore.jit``."""
+    rows = x.reshape(-1, layer.hidden_size)
+    logits, probs, indices, weights, keep = route_tensors(layer, rows, indices)
+    experts = layer.experts
+    if dispatch == "dense":
+        # dispatch_dense's computation, on tensors: a Routing built inside the graph would cut the gradients
+        one_hot = ops.one_hot(indices, layer.num_experts, ops.ones((), rows.dtype), ops.zeros((), rows.dtype))
+        gate = (one_hot * weights.astype(rows.dtype).expand_dims(-1)).sum(1)
+        out = (gate.T.expand_dims(-1) * experts.all_experts(rows)).sum(0)
+    else:
+        layer_capacity = expert_capacity(rows.shape[0], layer.num_experts, layer.top_k, layer.capacity_factor)
+        if layer_capacity is not None:
+            capacity = layer_capacity
+        out = capacity_moe(rows, indices, weights, keep, experts.w_gate, experts.w_up, experts.w_down, capacity)
+    return out.reshape(x.shape)
+
+
+def mean_square(y: Tensor) -> Tensor:
+    """The loss of the forward+backward benchmark: ``mean(y**2)`` (any loss would do; this one is cheap)."""
+    return (y * y).mean()
+
+
+class CompiledMoE:
+    """``layer`` compiled with ``mindspore.jit`` for one dispatch path (``"capacity"`` or ``"dense"``).
+
+    The weights are the layer's own Parameters (no copy): training the layer is seen here. For a
+    dropless layer with ``dispatch="capacity"``, each call first runs the compiled router, reads the
+    largest expert load on the host and picks ``padded_capacity`` for it; ``last_capacity`` keeps it.
+    """
+
+    def __init__(self, layer, dispatch: str = "capacity"):
+        self.layer = layer
+        self.dispatch = check_choice("dispatch", dispatch, COMPILED_DISPATCH)
+        self.params = layer.trainable_params()
+        self.last_capacity: int | None = None
+
+        def route(x):
+            rows = x.reshape(-1, layer.hidden_size)
+            return route_tensors(layer, rows)[2]
+
+        def forward(x, indices, capacity):
+            return _forward(layer, self.dispatch, x, indices, capacity)
+
+        def loss(x, indices, capacity):
+            return mean_square(_forward(layer, self.dispatch, x, indices, capacity))
+
+        grad_fn = ms.value_and_grad(loss, grad_position=None, weights=self.params)
+
+        def value_and_grad(x, indices, capacity):
+            return grad_fn(x, indices, capacity)
+
+        self._route = ms.jit(route)
+        self._forward = ms.jit(forward)
+        self._value_and_grad = ms.jit(value_and_grad)
+
+    @property
+    def needs_host_capacity(self) -> bool:
+        """True for the dropless static path: the capacity is read from each batch's routing."""
+        return self.dispatch == "capacity" and self.layer.capacity_factor is None
+
+    def plan(self, x: Tensor) -> tuple[Tensor | None, int | None]:
+        """The host step: ``(indices, capacity)`` for the dropless static path, else ``(None, None)``."""
+        if not self.needs_host_capacity:
+            return None, None
+        indices = self._route(x)
+        load = np.bincount(indices.asnumpy().reshape(-1), minlength=self.layer.num_experts)
+        tokens = int(np.prod(x.shape[:-1]))
+        self.last_capacity = padded_capacity(int(load.max()), tokens)
+        return indices, self.last_capacity
+
+    def __call__(self, x: Tensor) -> Tensor:
+        indices, capacity = self.plan(x)
+        return self._forward(x, indices, capacity)
+
+    def value_and_grad(self, x: Tensor):
+        """``(loss, grads)`` with ``loss = mean(layer(x)**2)``, grads in ``layer.trainable_params()`` order."""
+        indices, capacity = self.plan(x)
+        return self._value_and_grad(x, indices, capacity)
