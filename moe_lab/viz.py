@@ -317,26 +317,34 @@ def char_experts(text: str, byte_experts) -> np.ndarray:
     return out
 
 
-def _drawable(chars: set[str]) -> set[str]:
-    """The characters the current matplotlib fonts can draw (so missing CJK fonts give a placeholder
-    instead of empty boxes and a warning per glyph)."""
+# Fonts with Chinese glyphs that learners' machines often have (Linux, macOS, Windows). matplotlib's
+# default family has none, so the text plot adds whichever of these is installed.
+CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei",
+                "WenQuanYi Micro Hei", "Droid Sans Fallback", "PingFang SC", "Heiti SC", "Hiragino Sans GB",
+                "Microsoft YaHei", "SimHei", "Arial Unicode MS")
+
+
+def text_families() -> list[str]:
+    """Font families for non-ASCII characters: DejaVu Sans, then any installed CJK family."""
+    import matplotlib.font_manager as fm
+
+    installed = {f.name for f in fm.fontManager.ttflist}
+    return ["DejaVu Sans"] + [name for name in CJK_FAMILIES if name in installed]
+
+
+def _drawable(chars: set[str], families: list[str]) -> set[str]:
+    """The characters one of ``families`` can draw: the others get a placeholder instead of an empty
+    box (and a matplotlib warning per missing glyph)."""
     import matplotlib.font_manager as fm
     from matplotlib.ft2font import FT2Font
 
-    ok = set()
-    props = fm.FontProperties()
-    # every font of the default family list (matplotlib falls back through them glyph by glyph)
-    finder = getattr(fm.fontManager, "_find_fonts_by_props", None)
-    paths = finder(props) if finder is not None else [fm.findfont(props)]
-    fonts = [FT2Font(p) for p in paths]
-    for ch in chars:
-        if ch.isspace() or any(font.get_char_index(ord(ch)) for font in fonts):
-            ok.add(ch)
-    return ok
+    paths = {fm.findfont(fm.FontProperties(family=name)) for name in families}
+    fonts = [FT2Font(p) for p in sorted(paths)]
+    return {ch for ch in chars if ch.isspace() or any(font.get_char_index(ord(ch)) for font in fonts)}
 
 
 def plot_text_experts(text: str, experts, num_experts: int, *, highlight: int | None = None, ax=None,
-                      width: int = 40, max_lines: int = 10, title: str | None = None):
+                      width: int = 40, max_lines: int = 10, fixed_frame: bool = False, title: str | None = None):
     """The text in a grid, each character on a tile coloured by the expert that took it.
 
     Args:
@@ -346,6 +354,8 @@ def plot_text_experts(text: str, experts, num_experts: int, *, highlight: int | 
         num_experts: number of experts (fixes the colours, so expert 2 has the same colour everywhere).
         highlight: show only this expert's tiles in colour.
         width, max_lines: characters per line and lines shown (longer text is cut with an ellipsis).
+        fixed_frame: keep a ``width x max_lines`` frame whatever the text length (dashboards: tiles
+            keep their size as the text changes).
     Newlines start a new line (shown as ``⏎``). A character no installed font can draw (e.g. Chinese
     without a CJK font) is drawn as ``□``; its tile still shows the expert.
     """
@@ -373,10 +383,11 @@ def plot_text_experts(text: str, experts, num_experts: int, *, highlight: int | 
         if ch == "\n" or col >= width:
             row, col = row + 1, 0
     truncated = len(cells) < len(text)
-    rows = max(1, min(max_lines, (cells[-1][0] + 1) if cells else 1))
+    rows = max_lines if fixed_frame else max(1, min(max_lines, (cells[-1][0] + 1) if cells else 1))
     fig, ax = _axes(ax, (min(12.0, 0.22 * width + 1.0), 0.32 * rows + 1.2))
     colors = expert_colors(num_experts)
-    drawable = _drawable(set(text))
+    families = text_families()
+    drawable = _drawable(set(text), families)
     for r, c, i in cells:
         e = int(experts[i])
         face = NO_EXPERT_COLOR if e < 0 else colors[e]
@@ -386,8 +397,8 @@ def plot_text_experts(text: str, experts, num_experts: int, *, highlight: int | 
         shown = "⏎" if ch == "\n" else ("·" if ch == " " else (ch if ch in drawable else "□"))
         if ch.isspace() and ch not in "\n ":
             shown = "·"
-        ax.text(c + 0.5, -r - 0.5, shown, ha="center", va="center", fontsize=9, family="monospace"
-                if ch.isascii() else None)
+        ax.text(c + 0.5, -r - 0.5, shown, ha="center", va="center", fontsize=9,
+                family="monospace" if ch.isascii() else families)
     if truncated:
         ax.text(width, -rows, "…", ha="left", va="bottom", fontsize=10)
     ax.set_xlim(0, width + 0.8)

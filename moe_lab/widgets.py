@@ -263,6 +263,7 @@ class Dashboard:
     """
 
     min_height = "480px"
+    css_class = "moe-dashboard"  # lets a browser test (or a stylesheet) find the dashboard on the page
 
     def _setup(self, layout) -> None:
         import ipywidgets as widgets
@@ -272,6 +273,7 @@ class Dashboard:
         self.output = widgets.interactive_output(self._draw, self.controls)
         self.output.layout.min_height = self.min_height  # reserve the space: no jump while redrawing
         self.box = widgets.VBox([layout, self.output])
+        self.box.add_class(self.css_class)
 
     def values(self) -> dict:
         return {name: w.value for name, w in self.controls.items()}
@@ -341,6 +343,7 @@ class RoutingDashboard(Dashboard):
     """
 
     min_height = "560px"
+    css_class = "moe-routing-dashboard"
 
     def __init__(self, num_tokens: int = 512, seed: int = 0, heatmap_tokens: int = 48,
                  figsize: tuple[float, float] = (10.0, 6.0)):
@@ -428,3 +431,168 @@ class RoutingDashboard(Dashboard):
                      f"noise {noise:g}, skew {skew:g}", fontsize=10)
         return fig
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The trained tiny MoE LM (moe_lab.lm): routing of a text, load per domain
+
+
+def route_text_batched(model, text: str):
+    """``moe_lab.lm.route_text`` in one model call: the same ``TextRouting``, faster for a dashboard.
+
+    The text is cut into windows of ``context`` bytes exactly like ``route_text`` does; the last
+    window is padded with zero bytes to the full context and all windows run as one batch. Attention
+    is causal, so padding *after* a byte never changes how that byte is routed (a test checks the
+    result equals ``route_text``). MindSpore on CPU runs the full-context shape several times faster
+    than a new short shape. Introduced in notebook 04.
+    """
+    import mindspore as ms
+
+    from moe_lab.corpus import encode
+    from moe_lab.lm import TextRouting
+
+    tokens = encode(text)
+    if tokens.size == 0:
+        raise ValueError("text must not be empty")
+    ctx = model.cfg.context
+    windows = -(-tokens.size // ctx)
+    padded = np.zeros(windows * ctx, np.int32)
+    padded[: tokens.size] = tokens
+    _, _, probs, indices, weights = model(ms.Tensor(padded.reshape(windows, ctx), ms.int32))
+
+    def per_byte(parts):  # tuple over layers of [windows * ctx, ...] -> [layers, T, ...]
+        return np.stack([p.asnumpy()[: tokens.size] for p in parts])
+
+    return TextRouting(text, tokens, per_byte(indices).astype(np.int64), per_byte(weights), per_byte(probs))
+
+
+def domain_expert_counts(model, corpus, *, windows_per_domain: int = 8, split: str = "val",
+                         seed: int = 0) -> np.ndarray:
+    """``[layers, domains, E]``: token slots (all top-k choices) of each domain sent to each expert.
+
+    Uses ``windows_per_domain`` random windows of ``context`` bytes per domain of ``corpus``
+    (validation part by default: text the model never trained on), all in one model call.
+    Introduced in notebook 04.
+    """
+    import mindspore as ms
+
+    from moe_lab.corpus import DOMAINS
+
+    windows_per_domain = check_int("windows_per_domain", windows_per_domain, minimum=1)
+    cfg = model.cfg
+    rng = np.random.default_rng(seed)
+    blocks = [corpus.batch(split, windows_per_domain, cfg.context, rng, domains=(d,))[0] for d in DOMAINS]
+    _, _, _, indices, _ = model(ms.Tensor(np.concatenate(blocks), ms.int32))
+    counts = np.zeros((cfg.n_layers, len(DOMAINS), cfg.num_experts), np.int64)
+    for layer, idx in enumerate(indices):
+        per_domain = idx.asnumpy().reshape(len(DOMAINS), -1)
+        for d in range(len(DOMAINS)):
+            counts[layer, d] = np.bincount(per_domain[d], minlength=cfg.num_experts)
+    return counts
+
+
+SAMPLE_TEXTS = {
+    "English": "In the beginning God created the heaven and the earth. And the earth was without form.",
+    "Chinese": "床前明月光，疑是地上霜。举头望明月，低头思故乡。",
+    "Python": "def mean(values):\n    total = 0\n    for v in values:\n        total += v\n"
+              "    return total / len(values)\n",
+    "arithmetic": "12+7=19\n305-48=257\n6*7=42\n81/9=9\n",
+    "mixed": "x = 3  # 三\nprint(x * 4)\n3*4=12 and the answer was good.",
+}
+# what the kernel-side stepping feeds the text box besides the samples: edge cases a learner may type
+EDGE_TEXTS = ("", "a", "\n\n", "🙂 emoji, é and ü", "天" * 150 + "the end")
+
+
+class ModelDashboard(Dashboard):
+    """Routing inside the trained tiny MoE LM: which expert takes each character, per layer.
+
+    Controls: a sample text (fills the text box), the text box, the layer, the expert to highlight.
+    Panels: the text coloured by first-choice expert; the load per layer for this text; the
+    domain x expert specialisation of the chosen layer (precomputed on held-out corpus text).
+    Introduced in notebook 04.
+    """
+
+    min_height = "600px"
+    css_class = "moe-model-dashboard"
+
+    def __init__(self, model, domain_counts: np.ndarray, *, max_chars: int = 240,
+                 figsize: tuple[float, float] = (10.0, 6.4)):
+        import ipywidgets as widgets
+
+        from moe_lab.corpus import DOMAINS
+
+        self.model = model
+        cfg = model.cfg
+        self.num_layers, self.num_experts, self.top_k = cfg.n_layers, cfg.num_experts, cfg.top_k
+        domain_counts = np.asarray(domain_counts)
+        want = (self.num_layers, len(DOMAINS), self.num_experts)
+        if domain_counts.shape != want:
+            raise ValueError(f"domain_counts must have shape (layers, domains, experts) = {want}, "
+                             f"got {domain_counts.shape}")
+        self.domain_counts = domain_counts
+        self.max_chars = check_int("max_chars", max_chars, minimum=1)
+        self.figsize = figsize
+        self._cache: dict[str, object] = {}
+        style = {"description_width": "60px"}
+        self.sample = widgets.Dropdown(options=list(SAMPLE_TEXTS), value="mixed", description="sample",
+                                       style=style, layout=widgets.Layout(width="220px"))
+        self.controls = {
+            "text": widgets.Textarea(value=SAMPLE_TEXTS["mixed"], description="text", continuous_update=False,
+                                     style=style, layout=widgets.Layout(width="520px", height="72px")),
+            "layer": widgets.IntSlider(value=self.num_layers - 1, min=0, max=self.num_layers - 1,
+                                       description="layer", style=style, layout=widgets.Layout(width="220px")),
+            "expert": widgets.Dropdown(options=[("all", -1)] + [(f"expert {e}", e) for e in range(self.num_experts)],
+                                       value=-1, description="expert", style=style,
+                                       layout=widgets.Layout(width="220px")),
+        }
+        self.sample.observe(lambda ch: setattr(self.controls["text"], "value", SAMPLE_TEXTS[ch["new"]]),
+                            names="value")
+        c = self.controls
+        self._setup(widgets.HBox([widgets.VBox([self.sample, c["layer"], c["expert"]]), c["text"]]))
+
+    def control_values(self, name: str, max_values: int | None = None) -> list:
+        if name == "text":
+            return list(SAMPLE_TEXTS.values()) + list(EDGE_TEXTS)
+        return super().control_values(name, max_values)
+
+    def routing(self, text: str):
+        """The routing of ``text`` (cut to ``max_chars`` characters), cached: moving the layer or expert
+        control redraws without running the model again."""
+        text = text[: self.max_chars]
+        if text not in self._cache:
+            if len(self._cache) > 32:
+                self._cache.clear()
+            self._cache[text] = route_text_batched(self.model, text)
+        return self._cache[text]
+
+    def figure(self, text: str, layer: int, expert: int):
+        import matplotlib.pyplot as plt
+
+        from moe_lab.corpus import DOMAINS
+
+        layer = max(0, min(int(layer), self.num_layers - 1))
+        highlight = None if expert is None or int(expert) < 0 else min(int(expert), self.num_experts - 1)
+        fig = plt.figure(figsize=self.figsize)
+        grid = fig.add_gridspec(2, 2, height_ratios=[1.25, 1.0], left=0.07, right=0.97, top=0.93, bottom=0.08,
+                                hspace=0.35, wspace=0.25)
+        text_ax = fig.add_subplot(grid[0, :])
+        load_ax, dom_ax = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
+        shown = text[: self.max_chars]
+        if shown:
+            r = self.routing(shown)
+            first = viz.char_experts(shown, r.top1()[layer])
+            loads = np.stack([np.bincount(r.indices[li].reshape(-1), minlength=self.num_experts)
+                              for li in range(self.num_layers)])
+            cut = " (cut)" if len(text) > self.max_chars else ""
+            viz.plot_text_experts(shown, first, self.num_experts, highlight=highlight, ax=text_ax, width=60,
+                                  max_lines=7, fixed_frame=True,
+                                  title=f"layer {layer}: first-choice expert of each character{cut}")
+        else:  # an empty text box is allowed: say what to do instead of failing
+            text_ax.axis("off")
+            text_ax.text(0.5, 0.5, "type some text in the box above", ha="center", va="center", fontsize=12)
+            loads = np.zeros((self.num_layers, self.num_experts), np.int64)
+        viz.plot_layer_load(loads, ax=load_ax, highlight=highlight,
+                            title=f"this text: load per layer (all top-{self.top_k} slots)")
+        viz.plot_domain_expert_heatmap(self.domain_counts[layer], DOMAINS, ax=dom_ax, highlight=highlight,
+                                       colorbar=False, title=f"held-out corpus, layer {layer}: domain x expert")
+        return fig

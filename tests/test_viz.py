@@ -222,7 +222,7 @@ def test_text_experts_undrawable_characters_get_a_placeholder():
     ax = viz.plot_text_experts("x天", [0, 1], 2).axes[0]
     drawn = ax.texts[1].get_text()
     # with a CJK font the character itself is drawn; without one, a placeholder (never an empty box)
-    assert drawn == ("天" if "天" in viz._drawable({"天"}) else "□")
+    assert drawn == ("天" if "天" in viz._drawable({"天"}, viz.text_families()) else "□")
 
 
 @pytest.mark.parametrize("args, kwargs, error, words", [
@@ -284,3 +284,8 @@ def test_expert_colors_are_distinct():
     for e in (2, 10, 16, 40):
         colors = viz.expert_colors(e)
         assert colors.shape == (e, 4) and len({tuple(c) for c in colors}) == e
+
+
+def test_text_experts_fixed_frame_keeps_the_tile_size():
+    ax = viz.plot_text_experts("ab", [0, 1], 2, width=20, max_lines=5, fixed_frame=True).axes[0]
+    assert ax.get_ylim() == (-5, 0) and ax.get_xlim()[1] == pytest.approx(20.8)

@@ -12,7 +12,7 @@ import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from moe_lab import balance, widgets  # noqa: E402
+from moe_lab import balance, viz, widgets  # noqa: E402
 from moe_lab.capacity import expert_capacity, keep_mask  # noqa: E402
 from moe_lab.layer import MoELayer  # noqa: E402
 from moe_lab.reference import keep_numpy  # noqa: E402
@@ -222,3 +222,76 @@ def test_control_values_cover_each_range(dash):
     assert dash.control_values("dropless") == [False, True]
     assert dash.control_values("balancing") == ["none", "aux", "bias"]
     assert dash.control_values("steps", max_values=3) == [0, 10, 20]
+
+
+# ----------------------------------------------------------------------------- the trained-model dashboard
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from moe_lab.lm import LMConfig, TinyMoELM
+
+    return TinyMoELM(LMConfig(context=16, d_model=32, n_layers=2, n_heads=2, ffn_size=32, num_experts=4, top_k=2))
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    from moe_lab.corpus import load_corpus
+
+    return load_corpus()
+
+
+@pytest.mark.parametrize("text", ["a", "def f(x):\n    return x", "x" * 16, "床前明月光，疑是地上霜。 mixed 12+7=19"])
+def test_route_text_batched_equals_route_text(tiny_lm, text):
+    from moe_lab.lm import route_text
+
+    want, got = route_text(tiny_lm, text), widgets.route_text_batched(tiny_lm, text)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.weights, want.weights, atol=1e-5)
+    np.testing.assert_allclose(got.probs, want.probs, atol=1e-5)
+    with pytest.raises(ValueError, match="text must not be empty"):
+        widgets.route_text_batched(tiny_lm, "")
+
+
+def test_domain_expert_counts(tiny_lm, corpus):
+    from moe_lab.corpus import DOMAINS
+
+    counts = widgets.domain_expert_counts(tiny_lm, corpus, windows_per_domain=3, seed=7)
+    assert counts.shape == (2, 4, 4)
+    assert (counts.sum(-1) == 3 * 16 * 2).all()  # windows * context * top_k slots per domain and layer
+    # the same windows, routed one domain at a time
+    rng = np.random.default_rng(7)
+    blocks = [corpus.batch("val", 3, 16, rng, domains=(d,))[0] for d in DOMAINS]
+    indices = tiny_lm(ms.Tensor(blocks[2], ms.int32))[3]
+    np.testing.assert_array_equal(counts[1, 2], np.bincount(indices[1].asnumpy().reshape(-1), minlength=4))
+
+
+def test_model_dashboard_draws_the_routing(tiny_lm, corpus):
+    counts = widgets.domain_expert_counts(tiny_lm, corpus, windows_per_domain=2)
+    dash = widgets.ModelDashboard(tiny_lm, counts)
+    text = "hello 天地"
+    fig = dash.figure(text=text, layer=0, expert=-1)
+    text_ax, load_ax, dom_ax = fig.axes
+    r = widgets.route_text_batched(tiny_lm, text)
+    first = viz.char_experts(text, r.top1()[0])
+    colors = viz.expert_colors(4)
+    tiles = [p for p in text_ax.patches if p.get_width() == 1]
+    for tile, e in zip(tiles, first, strict=True):
+        np.testing.assert_allclose(tile.get_facecolor()[:3], colors[e][:3])
+    shares = [np.array([p.get_height() for p in c.patches]) for c in load_ax.containers]
+    loads = np.stack([np.bincount(r.indices[li].reshape(-1), minlength=4) for li in range(2)])
+    np.testing.assert_allclose(np.stack(shares, 1), loads / loads.sum(1, keepdims=True))
+    np.testing.assert_allclose(dom_ax.images[0].get_array(), counts[0] / counts[0].sum(1, keepdims=True))
+    # an empty text box is a message, not an error
+    fig = dash.figure(text="", layer=1, expert=2)
+    assert "type some text" in fig.axes[0].texts[0].get_text()
+
+
+def test_model_dashboard_controls_never_raise(tiny_lm, corpus):
+    dash = widgets.ModelDashboard(tiny_lm, widgets.domain_expert_counts(tiny_lm, corpus, windows_per_domain=1))
+    assert dash.step_through() >= len(widgets.SAMPLE_TEXTS) + len(widgets.EDGE_TEXTS)
+    dash.sample.value = "Chinese"
+    assert dash.controls["text"].value == widgets.SAMPLE_TEXTS["Chinese"]
+    assert dash.controls["expert"].options[-1] == ("expert 3", 3)
+    with pytest.raises(ValueError, match=r"domain_counts must have shape \(layers, domains, experts\)"):
+        widgets.ModelDashboard(tiny_lm, np.zeros((1, 4, 4)))

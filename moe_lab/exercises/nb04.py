@@ -1,0 +1,192 @@
+"""Checkers for the exercises of notebook 04 (routing visualisation) and of the Voila expert-load app.
+
+Each checker recomputes the true answer from the course code (the NumPy routing simulation of
+``moe_lab.widgets`` or the shipped tiny MoE LM), so a change in the code can never leave a stale
+answer behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+import numpy as np
+
+from moe_lab.capacity import expert_capacity
+from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
+
+# Exercise 1: the capacity of one expert
+EX1 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "capacity_factor": 1.25}
+# Exercise 2: the smallest capacity factor on the dashboard's grid that drops nothing
+EX2 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "skew": 1.0, "seed": 0}
+CAPACITY_GRID = tuple(0.5 + 0.25 * i for i in range(11))  # the dashboard's slider: 0.5 ... 3.0
+# App exercise 1: max/mean load shown in the dashboard's first panel
+APP1 = {"num_experts": 8, "top_k": 2, "capacity_factor": 1.25, "dropless": False, "temperature": 1.0,
+        "noise": 0.0, "skew": 2.0, "balancing": "none", "steps": 10}
+# App exercise 2: which balancing method ends closer to balance
+APP2 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "skew": 3.0, "seed": 0}
+APP2_STEPS = 10
+
+
+def check_capacity(answer) -> Feedback:
+    """Exercise 1: slots per expert for 512 tokens, 8 experts, top-2, capacity factor 1.25."""
+    name = "capacity"
+    expected = expert_capacity(**EX1)
+    if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
+        n, e, k, cf = EX1["num_tokens"], EX1["num_experts"], EX1["top_k"], EX1["capacity_factor"]
+        if answer == n * k / e:
+            return wrong(name, f"{answer:g} is the balanced load N*k/E; the capacity factor {cf} gives each "
+                               "expert some room above it.")
+        if answer == int(np.ceil(cf * n / e)):
+            return wrong(name, f"{answer:g} forgets top-k: every token sends k={k} slots, so there are N*k "
+                               "slots to share.")
+        if answer == cf * n * k / e and answer != expected:
+            return wrong(name, f"{answer:g} is not a whole number of slots: round up (ceil).")
+    return check_number(name, answer, expected, hint="capacity = ceil(capacity_factor * N * k / E).")
+
+
+@functools.cache
+def _drops_at(capacity_factor: float) -> int:
+    from moe_lab.widgets import simulate_routing
+
+    return simulate_routing(EX2["num_tokens"], EX2["num_experts"], EX2["top_k"], capacity_factor,
+                            skew=EX2["skew"], seed=EX2["seed"]).dropped()
+
+
+def smallest_dropless_factor() -> float | None:
+    """The answer of exercise 2 (None if even 3.0 drops slots)."""
+    return next((cf for cf in CAPACITY_GRID if _drops_at(cf) == 0), None)
+
+
+def check_min_capacity_factor(answer) -> Feedback:
+    """Exercise 2: the smallest capacity factor on the grid 0.5, 0.75, ..., 3.0 that drops no slot
+    (512 tokens, 8 experts, top-2, skew 1.0, seed 0: the dashboard's default tokens)."""
+    name = "smallest capacity factor"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        return wrong(name, f"expected a number such as 1.5, got {type(answer).__name__}.")
+    expected = smallest_dropless_factor()
+    on_grid = [cf for cf in CAPACITY_GRID if abs(cf - answer) < 1e-9]
+    if not on_grid:
+        return wrong(name, f"{answer:g} is not on the slider's grid (0.5 to 3.0 in steps of 0.25).")
+    dropped = _drops_at(on_grid[0])
+    if on_grid[0] == expected:
+        cap = expert_capacity(EX2["num_tokens"], EX2["num_experts"], EX2["top_k"], expected)
+        return right(name, f"{expected:g}: a capacity of {cap} slots fits the busiest expert; one step lower "
+                           f"drops {_drops_at(expected - 0.25)} slots.")
+    if dropped:
+        return wrong(name, f"at {answer:g} the experts still drop {dropped} slots: go higher.")
+    return wrong(name, f"{answer:g} drops nothing, but a smaller factor does too: go lower.")
+
+
+def check_temperature(answer) -> Feedback:
+    """Exercise 3: without noise and without a selection bias, does the router temperature change
+    which experts a token is sent to? (True or False)"""
+    name = "temperature"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if not isinstance(answer, (bool, np.bool_)):
+        return wrong(name, f"answer True or False, got {answer!r}.")
+    if not answer:
+        return right(name, "dividing all logits by the same temperature keeps their order, so the top-k "
+                           "is unchanged; only the probabilities (confidence, combine weights) change.")
+    return wrong(name, "compare the routing heatmap's dots at temperature 0.25 and 4: dividing every logit "
+                       "by the same positive number does not change which one is largest.")
+
+
+@functools.lru_cache(maxsize=1)
+def model_domain_counts() -> np.ndarray:
+    """``[layers, domains, E]`` of the shipped model, computed like notebook 04 does."""
+    from moe_lab.corpus import load_corpus
+    from moe_lab.lm import load_tiny_lm
+    from moe_lab.widgets import domain_expert_counts
+
+    return domain_expert_counts(load_tiny_lm(), load_corpus())
+
+
+def check_chinese_expert(answer) -> Feedback:
+    """Exercise 4: in the last layer of the trained model, which expert takes the largest share of the
+    Chinese text's token slots? (held-out text, as in the notebook's heatmap)"""
+    name = "Chinese expert"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    from moe_lab.corpus import DOMAINS
+
+    counts = model_domain_counts()[-1]
+    num_experts = counts.shape[1]
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
+        return wrong(name, f"expected an expert number 0..{num_experts - 1}, got {answer!r}.")
+    if not 0 <= answer < num_experts:
+        return wrong(name, f"the model has experts 0..{num_experts - 1}, got {answer}.")
+    chinese = counts[DOMAINS.index("chinese")]
+    share = chinese / chinese.sum()
+    expected = int(np.argmax(chinese))
+    if answer == expected:
+        return right(name, f"expert {expected} takes {100 * share[expected]:.0f}% of the Chinese slots in the "
+                           "last layer.")
+    top_domain = DOMAINS[int(np.argmax(counts[:, answer] / counts.sum(1)))]
+    return wrong(name, f"expert {answer} takes {100 * share[answer]:.0f}% of the Chinese slots (its favourite "
+                       f"domain is {top_domain}); read the 'chinese' row of the last layer's heatmap.")
+
+
+def app_max_mean() -> float:
+    """The max/mean load the app's first panel shows for ``APP1`` (rounded as shown)."""
+    from moe_lab.widgets import simulate_balancing
+
+    a = APP1  # what RoutingDashboard(num_tokens=512, seed=0).run(**APP1) computes (a test checks it)
+    run = simulate_balancing(a["balancing"], a["steps"], num_tokens=512, num_experts=a["num_experts"],
+                             top_k=a["top_k"], capacity_factor=None if a["dropless"] else a["capacity_factor"],
+                             temperature=a["temperature"], noise=a["noise"], skew=a["skew"], seed=0)
+    balanced = 512 * a["top_k"] / a["num_experts"]
+    return round(float(run.routing.load().max() / balanced), 2)
+
+
+def check_app_max_mean(answer) -> Feedback:
+    """App exercise 1: with E=8, top-2, skew 2.0 and no balancing, the max/mean load in the title of
+    the "tokens per expert" panel (two decimals)."""
+    name = "max/mean load"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        return wrong(name, f"expected a number such as 1.75, got {type(answer).__name__}.")
+    expected = app_max_mean()
+    if abs(answer - expected) <= 0.005 + 1e-9:
+        return right(name, f"{expected:.2f}: the busiest expert gets {expected:.2f} times its fair share; "
+                           "with a capacity factor of 1.25 it drops the excess.")
+    if abs(answer - 1.0) < 1e-9:
+        return wrong(name, "1.0 would be perfect balance: set the input skew to 2.0 first.")
+    return wrong(name, f"{answer:g} is not what the panel shows for E=8, top-k 2, capacity factor 1.25, "
+                       "temperature 1, noise 0, skew 2.0, balancing none: check each control.")
+
+
+def app_best_balancing() -> str:
+    """``"aux"`` or ``"bias"``: the one with the lower max/mean after ``APP2_STEPS`` steps (``APP2``)."""
+    from moe_lab.widgets import simulate_balancing
+
+    end = {}
+    for method in ("aux", "bias"):
+        last = simulate_balancing(method, APP2_STEPS, **APP2).history[-1]
+        end[method] = last.max() / last.mean()
+    return min(end, key=end.get)
+
+
+def check_app_best_balancing(answer) -> Feedback:
+    """App exercise 2: at skew 3.0 (E=8, top-2), which balancing method, "aux" or "bias", ends with the
+    lower max/mean load after 10 update steps?"""
+    name = "best balancing"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if not isinstance(answer, str) or answer.strip().lower() not in ("aux", "bias"):
+        return wrong(name, f"answer 'aux' or 'bias', got {answer!r}.")
+    expected = app_best_balancing()
+    if answer.strip().lower() == expected:
+        return right(name, f"'{expected}' ends closer to 1.0 in the balancing panel after {APP2_STEPS} steps "
+                           "(with these step sizes; both keep improving with more steps).")
+    return wrong(name, f"compare the last point of the balancing panel for both methods at skew 3.0, "
+                       f"{APP2_STEPS} steps: '{answer.strip()}' ends higher.")
