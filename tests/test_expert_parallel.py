@@ -1,0 +1,203 @@
+"""Expert parallelism: the EP layer equals the single-process MoELayer (real msrun jobs, 2 and 4 ranks),
+its byte accounting follows the ring formulas, and the strategy choice follows the backend."""
+
+import numpy as np
+import pytest
+from mindspore import Tensor
+
+import moe_lab
+from moe_lab.backend import Backend
+from moe_lab.ep_cli import format_table, job_processes, run_ep
+from moe_lab.expert_parallel import (
+    Communicator,
+    ExpertParallelMoE,
+    choose_strategy,
+    expert_range,
+    fused_dispatch_violations,
+    make_tokens,
+    pack_plan,
+    ring_bytes,
+)
+from moe_lab.reference import expert_numpy, layer_forward_numpy
+
+CFG = dict(tokens_per_rank=12, hidden=16, ffn=24, experts=8, top_k=2, seed=3)
+JOB_TIMEOUT = 240.0  # seconds; a loaded 2-core machine starts 5 MindSpore processes in ~30 s
+
+
+def single_process(world_size, cfg=CFG):
+    layer = moe_lab.MoELayer(cfg["hidden"], cfg["ffn"], cfg["experts"], cfg["top_k"], seed=cfg["seed"])
+    x = make_tokens(cfg["tokens_per_rank"] * world_size, cfg["hidden"], cfg["seed"])
+    return layer, x, layer(Tensor(x)).asnumpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# In one process
+
+
+def test_expert_range_blocks_and_errors():
+    assert [expert_range(8, 4, r) for r in range(4)] == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert expert_range(256, 32, 31) == (248, 256)
+    with pytest.raises(ValueError, match="world_size must divide num_experts=8.*world_size=3"):
+        expert_range(8, 3, 0)
+    with pytest.raises(ValueError, match="rank must be <= 1"):
+        expert_range(8, 2, 2)
+
+
+def test_ring_bytes_formulas():
+    assert ring_bytes("all_gather", 100, 4) == 300
+    assert ring_bytes("all_reduce", 100, 4) == 150
+    assert ring_bytes("all_to_all", 100, 4) == 75
+    assert ring_bytes("all_reduce", 100, 1) == 0
+    with pytest.raises(ValueError, match="op must be one of"):
+        ring_bytes("reduce_scatter", 100, 2)
+
+
+@pytest.mark.parametrize("strategy", ["allgather", "alltoall"])
+def test_one_rank_equals_layer_and_numpy_reference(strategy):
+    layer, x, expected = single_process(1)
+    ep = ExpertParallelMoE(layer, Communicator(0, 1))
+    out, stats = ep(Tensor(x), strategy)
+    np.testing.assert_allclose(out.asnumpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(out.asnumpy(), layer_forward_numpy(layer, x), atol=1e-4)
+    assert stats.expert_load == layer.route(Tensor(x)).load().tolist()
+    assert stats.bytes_sent == 0 and stats.bytes_received == 0  # one rank talks to nobody
+
+
+def test_capacity_is_refused():
+    layer = moe_lab.MoELayer(8, 8, 4, 2, capacity_factor=1.0)
+    with pytest.raises(ValueError, match="capacity_factor must be None, got 1.0"):
+        ExpertParallelMoE(layer, Communicator(0, 1))
+
+
+def test_alltoall_layout_with_simulated_ranks():
+    """The AlltoAll strategy's packing, simulated for 4 ranks in NumPy (transport = block transpose),
+    gives the NumPy reference output: the same plan the msrun job uses, without a launcher."""
+    world, n, hidden, ffn, experts, top_k = 4, 5, 6, 7, 8, 3
+    layer = moe_lab.MoELayer(hidden, ffn, experts, top_k, seed=11)
+    x = make_tokens(world * n, hidden, 11)
+    w = layer.experts.numpy_weights()
+    routing = layer.route(Tensor(x))
+    ids, weights = routing.indices.asnumpy(), routing.weights.asnumpy()
+    per = experts // world
+    plans, sends = [], []
+    for r in range(world):
+        idx = ids[r * n:(r + 1) * n].reshape(-1)
+        dest = idx // per
+        plans.append((dest, idx))
+    capacity = max(np.bincount(d, minlength=world).max() for d, _ in plans)
+    for r, (dest, idx) in enumerate(plans):
+        plan = pack_plan(dest, idx - dest * per, world, capacity)
+        rows = np.where(plan.slot[:, None] >= 0, x[r * n + np.maximum(plan.slot, 0) // top_k], 0.0)
+        sends.append((plan, rows.reshape(world, capacity, hidden), plan.local_id.reshape(world, capacity)))
+    results = []  # results[d][s]: what rank d computed for rank s's block
+    for d in range(world):
+        res = np.zeros((world, capacity, hidden))
+        for s in range(world):
+            rows, lid = sends[s][1][d], sends[s][2][d]
+            for i in np.flatnonzero(lid >= 0):
+                e = d * per + lid[i]
+                res[s, i] = expert_numpy(rows[i:i + 1], w["w_gate"][e], w["w_up"][e], w["w_down"][e])[0]
+        results.append(res)
+    out = np.zeros((world * n, hidden))
+    for s in range(world):
+        plan = sends[s][0]
+        back = np.stack([results[d][s] for d in range(world)]).reshape(world * capacity, hidden)
+        for p in np.flatnonzero(plan.slot >= 0):
+            slot = plan.slot[p]
+            t, k = divmod(slot, top_k)
+            out[s * n + t] += weights[s * n + t, k] * back[p]
+    np.testing.assert_allclose(out, layer_forward_numpy(layer, x), atol=1e-5)
+
+
+def test_pack_plan_rejects_small_capacity():
+    with pytest.raises(ValueError, match="capacity=1 is smaller than the largest block"):
+        pack_plan(np.array([0, 0, 1]), np.array([0, 1, 0]), 2, 1)
+
+
+def test_choose_strategy_by_backend():
+    cpu = Backend(name="cpu", device="CPU")
+    a2 = Backend(name="ascend-fused", device="Ascend", soc="ascend910b", tier="fused")
+    a3 = Backend(name="ascend-fused", device="Ascend", soc="ascend910_93", tier="fused")
+    duo = Backend(name="ascend-fp16-subset", device="Ascend", soc="ascend310p", tier="fp16-subset")
+    small = dict(world_size=2, hidden_size=32, tokens_per_rank=16, top_k=2, num_experts=8)
+    assert choose_strategy(cpu, **small).strategy == "allgather"
+    assert "no AlltoAll" in choose_strategy(cpu, **small).reason
+    ds3 = dict(world_size=32, hidden_size=7168, tokens_per_rank=256, top_k=8, num_experts=256, dtype="bfloat16")
+    assert choose_strategy(a2, **ds3).strategy == "fused"
+    pangu = dict(ds3, hidden_size=7680)  # openPangu-Ultra-MoE-718B: hidden 7680 > 7168
+    choice = choose_strategy(a2, **pangu)
+    assert choice.strategy == "alltoall" and "hidden_size=7680" in choice.reason
+    assert choose_strategy(a2, **dict(ds3, world_size=8)).strategy == "alltoall"  # A2 needs EP 16/32/64
+    assert choose_strategy(a3, **dict(ds3, world_size=8)).strategy == "fused"
+    assert choose_strategy(a2, **dict(ds3, dtype="float32")).strategy == "alltoall"
+    assert choose_strategy(a2, **dict(ds3, tokens_per_rank=257)).strategy == "alltoall"
+    assert choose_strategy(duo, **ds3).strategy == "alltoall"
+    assert fused_dispatch_violations("ascend910b", **ds3) == []
+    assert len(fused_dispatch_violations("ascend910b", **dict(ds3, top_k=9, hidden_size=7000))) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Real msrun jobs (one per world size, shared by the tests below)
+
+
+@pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
+def job(request):
+    world = request.param
+    token = f"test-ep-{world}-{np.random.default_rng().integers(1 << 30)}"
+    result = run_ep(world, strategy="all", repeats=1, timeout=JOB_TIMEOUT, job_token=token, **CFG)
+    return world, result, token
+
+
+def test_job_leaves_no_process(job):
+    _, _, token = job
+    assert job_processes(token) == []
+
+
+def test_ep_output_equals_single_process(job):
+    world, result, _ = job
+    layer, x, expected = single_process(world)
+    assert set(result["strategies"]) == {"allgather", "alltoall"}  # both run on CPU
+    for name, s in result["strategies"].items():
+        np.testing.assert_allclose(np.asarray(s["output"], np.float32), expected, atol=1e-5, err_msg=name)
+        assert s["max_abs_error"] < 1e-5
+
+
+def test_each_rank_processes_the_rows_routed_to_its_experts(job):
+    world, result, _ = job
+    layer, x, _ = single_process(world)
+    load = layer.route(Tensor(x)).load()
+    per = CFG["experts"] // world
+    for s in result["strategies"].values():
+        assert s["expert_load"] == load.tolist()
+        for row in s["ranks"]:
+            r = row["rank"]
+            assert row["experts"] == [r * per, (r + 1) * per]
+            assert row["rows"] == int(load[r * per:(r + 1) * per].sum())
+
+
+def test_bytes_follow_the_ring_formulas(job):
+    world, result, _ = job
+    n, h, k, f32 = CFG["tokens_per_rank"], CFG["hidden"], CFG["top_k"], 4
+    allgather = (world - 1) * (n * h * f32 + 2 * n * k * f32) + 2 * (world - 1) * (world * n * h * f32) // world
+    for row in result["strategies"]["allgather"]["ranks"]:
+        assert row["bytes_sent"] == row["bytes_received"] == allgather
+        assert [c["op"] for c in row["collectives"]] == ["all_gather"] * 3 + ["all_reduce"]
+    # alltoall: blocks of C rows per destination (C = the largest count of the job), emulated by AllGather
+    a2a = result["strategies"]["alltoall"]["ranks"]
+    total_padded = sum(row["padded_rows"] for row in a2a)
+    capacity = (world * n * k + total_padded) // (world * world)
+    buffer_rows = world * capacity
+    emulated = (world - 1) * (world * 4 + buffer_rows * h * f32 + buffer_rows * 4 + buffer_rows * h * f32)
+    ideal = (world - 1) * world * 4 + (world - 1) * (2 * buffer_rows * h * f32 + buffer_rows * 4) // world
+    for row in a2a:
+        assert row["bytes_sent"] == emulated
+        assert row["alltoall_bytes"] == ideal < emulated
+
+
+def test_table_without_timings_is_deterministic_text(job):
+    world, result, _ = job
+    text = format_table(result, timings=False)
+    assert f"expert parallelism on {world} ranks" in text
+    assert "ms" not in text.replace("msrun", "")  # no time in the text the notebook compares
+    assert "forward ms" in format_table(result, timings=True)
+    assert result["strategies"]["allgather"]["ranks"][0]["forward_seconds"] > 0
