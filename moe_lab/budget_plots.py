@@ -28,27 +28,31 @@ def memory_bar_figure(budget: ServingBudget, device: Device, devices: int, reser
         raise TypeError(f"budget must be a ServingBudget, got {type(budget).__name__}")
     usable = device.memory_gb * (1.0 - reserve)
     parts = budget.parts_gb()
-    fig, ax = plt.subplots(figsize=(7.5, 2.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.0))
     left = 0.0
     for key, value in parts.items():
         ax.barh([0], [value], left=left, color=PART_COLORS[key], label=f"{PART_LABELS[key]} {value:,.1f} GB")
         left += value
     capacity = devices * usable
-    ax.axvline(capacity, color="black", lw=1.5, label=f"{devices} x {device.name} usable = {capacity:,.0f} GB")
+    ax.axvline(capacity, color="black", lw=1.5, zorder=3,
+               label=f"{devices} x {device.name} usable = {capacity:,.0f} GB")
     per_node = device.devices_per_node
+    right = capacity
     if per_node:
         nodes = math.ceil(devices / per_node)
-        for k in range(1, nodes + 1):
-            ax.axvline(k * per_node * usable, color="grey", ls="--", lw=0.8)
+        for k in range(1, nodes + 1):  # server boundaries, drawn over the bar
+            ax.axvline(k * per_node * usable, color="0.8", ls="--", lw=1.2, zorder=3,
+                       label=f"one server = {per_node} x {usable:,.1f} GB" if k == 1 else None)
+        right = nodes * per_node * usable
     total = budget.total / GB
-    ax.set_xlim(0, max(total, capacity) * 1.08)
+    ax.set_xlim(0, max(total, right) * 1.05)
     ax.set_yticks([])
     ax.set_xlabel("GB (1e9 bytes)")
     node_txt = f" = {math.ceil(devices / per_node)} nodes" if per_node else ""
     ax.set_title(f"{budget.name}, {budget.dtype}, context {budget.context:,} x batch {budget.batch}: "
                  f"{total:,.0f} GB -> {devices} x {device.name}{node_txt}", fontsize=9)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=2, fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.03, right=0.97, top=0.88, bottom=0.5)
     return fig
 
 
