@@ -104,9 +104,10 @@ def bias_update(load: Tensor, rate: float) -> Tensor:
 def update_selection_bias(router, load: Tensor, rate: float) -> Tensor:
     """Apply one bias-balancing step to ``router.selection_bias`` in place; returns the new bias.
 
-    Works eagerly and inside ``ms.jit`` (``ops.assign_add`` on a parameter without gradient).
+    Works eagerly and inside ``ms.jit``. (``ops.assign`` of ``bias + delta``: in MindSpore 2.10 graph mode,
+    ``ops.assign_add`` on the bias fails to type-check when the same graph also routes with it.)
     """
-    return ops.assign_add(router.selection_bias, bias_update(load, rate).astype(router.selection_bias.dtype))
+    return ops.assign(router.selection_bias, router.selection_bias + bias_update(load, rate))
 
 
 def check_balance(method: str, *, aux_coef: float = 0.0, z_coef: float = 0.0, bias_rate: float = 0.0,
