@@ -11,6 +11,10 @@ Sources (licences in data/README.md):
   python.txt      15 modules of the CPython 3.11 standard library of the running interpreter (PSF licence)
   arithmetic.txt  generated here (seeded): lines such as "12+7=19"
 
+Licence texts go to licences/: the two Debian copyright files, the GPL-3 that fortunes-zh's refers to
+(from base-files' /usr/share/common-licenses), and CPython's LICENSE.txt (the PSF licence asks that its
+notice and agreement be kept with any copy).
+
 Every file is written to a temporary file first and renamed, so an interrupted run leaves no half file.
 """
 
@@ -76,11 +80,15 @@ def chinese(root: Path) -> str:
     return "\n\n".join(entries) + "\n"
 
 
+PSF_NOTICE = ("# Excerpts of the Python standard library. Copyright (c) 2001-2023 Python Software Foundation;\n"
+              "# All Rights Reserved. Licensed under the PSF License Agreement: see licences/PYTHON-LICENSE.txt.\n")
+
+
 def python_source() -> str:
     if sys.version_info[:2] != (3, 11):
         raise RuntimeError(f"the corpus uses the CPython 3.11 standard library; this is {sys.version.split()[0]}")
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    parts = [f"# ---- {name}.py (CPython {sys.version.split()[0]} standard library, PSF licence) ----\n"
+    parts = [PSF_NOTICE] + [f"# ---- {name}.py (CPython {sys.version.split()[0]} standard library, PSF licence) ----\n"
              + (stdlib / f"{name}.py").read_text(encoding="utf-8") for name in PY_MODULES]
     return "\n".join(parts)
 
@@ -107,9 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     texts = {"english": english(root), "chinese": chinese(root), "python": python_source(),
              "arithmetic": arithmetic()}
+    licences = {"KJV-bible-kjv-text-copyright.txt": root / "usr/share/doc/bible-kjv-text/copyright",
+                "fortunes-zh-copyright.txt": root / "usr/share/doc/fortunes-zh/copyright",
+                "GPL-3.txt": Path("/usr/share/common-licenses/GPL-3"),
+                "PYTHON-LICENSE.txt": Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"}
+    for path in licences.values():
+        if not path.exists():
+            raise FileNotFoundError(f"licence file {path} is missing")
     for name, text in texts.items():
         write_atomic(out / f"{name}.txt", text)
         print(f"{name}.txt: {len(text.encode('utf-8')):,} bytes")
+    (out / "licences").mkdir(exist_ok=True)
+    for name, path in licences.items():
+        write_atomic(out / "licences" / name, path.read_text(encoding="utf-8"))
     return 0
 
 
