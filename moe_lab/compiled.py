@@ -57,10 +57,18 @@ def route_tensors(layer, rows: Tensor, indices: Tensor | None = None):
     return logits, probs, indices, weights, keep
 
 
-def _forward(layer, dispatch: str, x: Tensor, indices: Tensor | None, capacity: int | None) -> Tensor:
-    """Router + dispatch on ``x`` (any leading shape); traced by ``mindspore.jit``."""
+def _forward(layer, dispatch: str, x: Tensor, indices: Tensor | None, weights: Tensor | None,
+             capacity: int | None) -> Tensor:
+    """Router + dispatch on ``x`` (any leading shape); traced by ``mindspore.jit``.
+
+    Given ``weights`` (forward of the dropless path: the router already ran), the router is skipped;
+    given only ``indices`` (its backward), the weights are recomputed so that their gradient exists.
+    """
     rows = x.reshape(-1, layer.hidden_size)
-    logits, probs, indices, weights, keep = route_tensors(layer, rows, indices)
+    if weights is None:
+        _, _, indices, weights, keep = route_tensors(layer, rows, indices)
+    else:
+        keep = ops.ones(indices.shape, ms.bool_)
     experts = layer.experts
     if dispatch == "dense":
         # dispatch_dense's computation, on tensors: a Routing built inside the graph would cut the gradients
@@ -83,7 +91,9 @@ def mean_square(y: Tensor) -> Tensor:
 class CompiledMoE:
     """``layer`` compiled with ``mindspore.jit`` for one dispatch path (``"capacity"`` or ``"dense"``).
 
-    The weights are the layer's own Parameters (no copy): training the layer is seen here. For a
+    The weights are the layer's own Parameters (no copy): in-place updates (``ops.assign``, optimizer
+    steps) are seen by the next call. ``Parameter.set_data`` is not: it gives the parameter a new buffer
+    and the compiled graphs keep reading the old one (MindSpore 2.10), so build a new ``CompiledMoE``. For a
     dropless layer with ``dispatch="capacity"``, each call first runs the compiled router, reads the
     largest expert load on the host and picks ``padded_capacity`` for it; ``last_capacity`` keeps it.
     """
@@ -95,14 +105,14 @@ class CompiledMoE:
         self.last_capacity: int | None = None
 
         def route(x):
-            rows = x.reshape(-1, layer.hidden_size)
-            return route_tensors(layer, rows)[2]
+            _, _, indices, weights, _ = route_tensors(layer, x.reshape(-1, layer.hidden_size))
+            return indices, weights
 
-        def forward(x, indices, capacity):
-            return _forward(layer, self.dispatch, x, indices, capacity)
+        def forward(x, indices, weights, capacity):
+            return _forward(layer, self.dispatch, x, indices, weights, capacity)
 
         def loss(x, indices, capacity):
-            return mean_square(_forward(layer, self.dispatch, x, indices, capacity))
+            return mean_square(_forward(layer, self.dispatch, x, indices, None, capacity))
 
         grad_fn = ms.value_and_grad(loss, grad_position=None, weights=self.params)
 
@@ -118,21 +128,25 @@ class CompiledMoE:
         """True for the dropless static path: the capacity is read from each batch's routing."""
         return self.dispatch == "capacity" and self.layer.capacity_factor is None
 
-    def plan(self, x: Tensor) -> tuple[Tensor | None, int | None]:
-        """The host step: ``(indices, capacity)`` for the dropless static path, else ``(None, None)``."""
+    def plan(self, x: Tensor) -> tuple[Tensor | None, Tensor | None, int | None]:
+        """The host step of the dropless static path: ``(indices, weights, capacity)``; else Nones.
+
+        Runs the compiled router, reads the expert loads on the host (the only sync) and rounds the
+        largest one up with ``padded_capacity``.
+        """
         if not self.needs_host_capacity:
-            return None, None
-        indices = self._route(x)
+            return None, None, None
+        indices, weights = self._route(x)
         load = np.bincount(indices.asnumpy().reshape(-1), minlength=self.layer.num_experts)
         tokens = int(np.prod(x.shape[:-1]))
         self.last_capacity = padded_capacity(int(load.max()), tokens)
-        return indices, self.last_capacity
+        return indices, weights, self.last_capacity
 
     def __call__(self, x: Tensor) -> Tensor:
-        indices, capacity = self.plan(x)
-        return self._forward(x, indices, capacity)
+        indices, weights, capacity = self.plan(x)
+        return self._forward(x, indices, weights, capacity)
 
     def value_and_grad(self, x: Tensor):
         """``(loss, grads)`` with ``loss = mean(layer(x)**2)``, grads in ``layer.trainable_params()`` order."""
-        indices, capacity = self.plan(x)
+        indices, _, capacity = self.plan(x)
         return self._value_and_grad(x, indices, capacity)

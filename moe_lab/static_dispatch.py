@@ -34,7 +34,7 @@ from moe_lab._checks import check_int
 from moe_lab.expert import Experts
 from moe_lab.router import Routing
 
-PAD_MULTIPLE = 64
+PAD_MULTIPLE = 32
 
 
 def padded_capacity(max_load: int, num_tokens: int, multiple: int = PAD_MULTIPLE) -> int:
@@ -81,7 +81,7 @@ def dispatch_plan(indices: Tensor, keep: Tensor, num_experts: int, capacity: int
     source = starts.reshape(num_experts, 1) + column
     valid = column < counts.reshape(num_experts, 1)
     source = ops.where(valid, source, ops.zeros_like(source)).reshape(-1)
-    buffer_token = ops.gather(order, source, 0) // k
+    buffer_token = ops.where(valid.reshape(-1), ops.gather(order, source, 0) // k, ops.zeros_like(source))
     # rank of each slot in the sorted order (inverse permutation), then its row in the buffer
     rank = ops.tensor_scatter_update(ops.zeros(nk, ms.int32), order.reshape(-1, 1), slot)
     place = rank - ops.gather(starts, ops.minimum(owner, num_experts - 1), 0)
@@ -112,7 +112,9 @@ def capacity_moe(x: Tensor, indices: Tensor, weights: Tensor, keep: Tensor, w_ga
     y_buffer = experts_batched(x_buffer, w_gate, w_up, w_down).reshape(num_experts * capacity, hidden)
     y_slots = ops.gather(y_buffer, slot_row, 0).reshape(n, k, hidden)
     gate = ops.where(keep, weights, ops.zeros_like(weights)).astype(x.dtype)
-    return (y_slots * gate.expand_dims(-1)).sum(1)
+    # out[t] = sum_j gate[t, j] * y_slots[t, j] as one batched [1, K] x [K, H] product per token:
+    # on CPU this is several times faster than a broadcast multiply followed by a sum over K
+    return ops.bmm(gate.reshape(n, 1, k), y_slots).reshape(n, hidden)
 
 
 def dropless_capacity(routing: Routing) -> int:

@@ -1,0 +1,1 @@
+"""Benchmarks of MoE Lab (run with ``python -m benchmarks.moe_bench`` or ``make bench``)."""

@@ -1,0 +1,500 @@
+"""MoE dispatch benchmark: every path of ``MoELayer`` against a dense FFN with the same active FLOPs.
+
+    python -m benchmarks.moe_bench            # full run (~10-30 min on 2 cores), writes benchmarks/results.json,
+                                              # benchmarks/RESULTS.md and benchmarks/*.png
+    python -m benchmarks.moe_bench --quick    # tiny sizes, checks that everything runs (used by a test)
+    python -m benchmarks.moe_bench --out DIR  # write somewhere else
+
+What is measured (notebook 02 reads the results; the README quotes them):
+
+* MoE forward and forward+backward at 4096 tokens, hidden 512, ffn 2048, 8 experts, top-2, fp32, CPU:
+  every dispatch path in PyNative and, where it compiles, under ``mindspore.jit``; the per-token loop at
+  256 and 1024 tokens (forward; forward+backward at 256 only: it takes minutes).
+* The baseline: a dense FFN 512 -> 4096 -> 512 with the same activation, in the same run, PyNative and jit.
+* FLOP equality. Experts and baseline use ReLU (the article's FFN): an expert does 2 matmuls of
+  ``2*H*F`` FLOPs per row, a token visits K=2 experts, so MoE = ``2 * 2 * (2*H*F)`` = dense FFN with
+  ``F_dense = K*F = 4096``: ``2 * (2*H*F_dense)``. Exactly equal (SwiGLU on both sides would be equal too;
+  ReLU is the cheaper choice and the one the article uses). The router adds ``2*H*E`` per token (0.1%).
+* Each timing is the median of >= 5 runs after warm-up (the first call, which compiles, is reported
+  apart); ratios are to the dense FFN under jit measured in the same run; tokens/s = tokens / median.
+* Peak memory: every case runs in its own subprocess; we report the peak resident set size (RSS,
+  ``resource.getrusage``) of that process and its increase over the RSS after the model and inputs
+  were built (that increase is what the computation allocated, including MindSpore's memory pool).
+* Scaling: time vs tokens (256..16384) and vs experts (8..64; top-2 and ffn fixed, so the active
+  FLOPs per token do not change, only the parameters grow).
+* Where the time goes: MindSpore's CPU profiler, per op type, inside the compiled graphs of the fastest
+  MoE path and of the dense FFN, forward and forward+backward.
+
+Everything is written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(__file__).resolve().parent
+
+FULL = {
+    "tokens": 4096, "hidden": 512, "ffn": 2048, "experts": 8, "top_k": 2, "activation": "relu",
+    "capacity_factor": 1.25, "repeats": 5, "warmup": 2,
+    "loop_tokens": [256, 1024], "loop_grad_tokens": [256],
+    "scale_tokens": [256, 512, 1024, 2048, 4096, 8192, 16384], "scale_experts": [8, 16, 32, 64],
+}
+QUICK = {
+    "tokens": 64, "hidden": 16, "ffn": 32, "experts": 4, "top_k": 2, "activation": "relu",
+    "capacity_factor": 1.25, "repeats": 5, "warmup": 1,
+    "loop_tokens": [8, 16], "loop_grad_tokens": [8],
+    "scale_tokens": [32, 64], "scale_experts": [4, 8],
+}
+
+# path -> (label, what it is)
+PATHS = {
+    "ffn": ("dense FFN (baseline)", "one FFN hidden -> top_k*ffn -> hidden, same active FLOPs"),
+    "loop": ("loop", "per-token, per-slot Python loop (the article's way)"),
+    "dense": ("dense (all experts)", "every expert on every token, then mask: E/K times the FLOPs"),
+    "sorted": ("sorted", "sort slots by expert, one matmul per expert; counts read on the host"),
+    "capacity": ("capacity (cf {cf})", "static [E, C, H] buffer, C from the capacity factor"),
+    "dropless": ("capacity (dropless, padded)", "static [E, C, H] buffer, C = max load rounded up"),
+}
+JIT_PATHS = ("ffn", "dense", "capacity", "dropless")  # compile with jit(capture_mode="ast")
+BYTECODE_PATHS = ("sorted",)  # host syncs: only bytecode capture (with graph breaks) can take them
+MOE_PATHS = ("loop", "dense", "sorted", "capacity", "dropless")
+
+
+# ---------------------------------------------------------------------------------------------
+# worker side: build one case, time it (runs in a subprocess)
+
+def _rss_mb() -> float:
+    """Current resident set size in MB (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def _sync(result) -> None:
+    """Wait for every output: ``asnumpy`` blocks until the tensor is computed (no copy on CPU)."""
+    if isinstance(result, (tuple, list)):
+        for r in result:
+            _sync(r)
+    else:
+        result.asnumpy()
+
+
+def _timed(fn, x, repeats: int, warmup: int) -> dict:
+    t0 = time.perf_counter()
+    _sync(fn(x))
+    first = time.perf_counter() - t0
+    for _ in range(max(0, warmup - 1)):
+        _sync(fn(x))
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn(x)
+        _sync(out)
+        runs.append(time.perf_counter() - t0)
+    return {"first_call_s": first, "runs_s": runs}, out
+
+
+def build_case(case: dict, cfg: dict):
+    """The function to time for one case, and the model it runs. Returns ``(fn, x, info)``."""
+    import mindspore as ms
+    import numpy as np
+    from mindspore import Tensor
+
+    import moe_lab
+    from moe_lab.compiled import CompiledMoE, mean_square
+    from moe_lab.expert import Expert
+    from moe_lab.layer import MoELayer
+
+    moe_lab.setup(seed=0)
+    tokens, experts = case["tokens"], case.get("experts", cfg["experts"])
+    rng = np.random.default_rng(123)
+    x = Tensor(rng.standard_normal((tokens, cfg["hidden"])).astype(np.float32))
+    path, mode, backward = case["path"], case["mode"], case["pass"] == "forward+backward"
+    info: dict = {}
+    if path == "ffn":
+        model = Expert(cfg["hidden"], cfg["top_k"] * cfg["ffn"], cfg["activation"], seed=1)
+
+        def forward(x):
+            return model(x)
+    else:
+        cf = cfg["capacity_factor"] if path == "capacity" else None
+        model = MoELayer(cfg["hidden"], cfg["ffn"], experts, cfg["top_k"], activation=cfg["activation"],
+                         capacity_factor=cf, seed=0)
+        dispatch = "capacity" if path == "dropless" else path
+        routing = model.route(x)
+        info["dropped_slots"] = routing.dropped()
+        info["max_load"] = int(routing.load().max())
+
+        def forward(x):
+            return model(x, dispatch=dispatch)
+    params = model.trainable_params()
+
+    def loss(x):
+        return mean_square(forward(x))
+
+    grad = ms.value_and_grad(loss, grad_position=None, weights=params)
+
+    def step(x):
+        return grad(x)
+
+    if mode == "pynative":
+        fn = step if backward else forward
+    elif mode == "jit" and path in ("dense", "capacity", "dropless"):
+        compiled = CompiledMoE(model, "dense" if path == "dense" else "capacity")
+        fn = compiled.value_and_grad if backward else compiled
+        info["compiled"] = compiled
+    elif mode == "jit" and path == "ffn":
+        fn = ms.jit(step) if backward else ms.jit(forward)
+    elif mode == "jit-bytecode":
+        fn = ms.jit(step if backward else forward, capture_mode="bytecode")
+    else:
+        raise ValueError(f"no {mode} variant for path {path!r}")
+    return fn, x, info, model
+
+
+def run_case(case: dict, cfg: dict) -> dict:
+    """Build and time one case; failures become a status, never a crash of the whole benchmark."""
+    result = dict(case)
+    try:
+        fn, x, info, model = build_case(case, cfg)
+        rss_before = _rss_mb()
+        timing, out = _timed(fn, x, cfg["repeats"], cfg["warmup"])
+        result.update(timing)
+        compiled = info.pop("compiled", None)
+        if compiled is not None and compiled.last_capacity is not None:
+            info["capacity"] = compiled.last_capacity
+        if case["path"] != "ffn" and case["pass"] == "forward":
+            # every path must compute the same thing: check against another path on the same layer
+            other = "dense" if case["path"] == "sorted" else "sorted"
+            info["checked_against"] = other
+            info["max_abs_err"] = float(abs(out.asnumpy() - model(x, dispatch=other).asnumpy()).max())
+        result.update(info)
+        result["rss_before_mb"] = rss_before
+        result["peak_rss_mb"] = _peak_rss_mb()
+        result["status"] = "ok"
+    except Exception as err:  # reported in results.json and RESULTS.md, the other cases still run
+        result["status"] = "failed"
+        result["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+    return result
+
+
+def worker(payload: dict) -> list[dict]:
+    """Run a list of cases (or a breakdown) in this process; returns their results."""
+    cfg = payload["cfg"]
+    out = []
+    for case in payload["cases"]:
+        if case.get("kind") == "breakdown":
+            out.append(run_breakdown(case, cfg))
+        else:
+            out.append(run_case(case, cfg))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# per-op breakdown with MindSpore's CPU profiler
+
+def _profile_op_types(fn, x, steps: int) -> dict[str, float]:
+    """Mean milliseconds per step spent in each op type while ``fn(x)`` runs (MindSpore CPU profiler)."""
+    import csv
+
+    from mindspore.profiler import ProfilerActivity, profile, tensorboard_trace_handler
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with profile(activities=[ProfilerActivity.CPU], on_trace_ready=tensorboard_trace_handler(tmp)) as prof:
+            for _ in range(steps):
+                _sync(fn(x))
+                prof.step()
+        found = sorted(Path(tmp).rglob("cpu_op_type_info_*.csv"))
+        if not found:
+            raise RuntimeError("the profiler wrote no cpu_op_type_info file")
+        times: dict[str, float] = {}
+        with open(found[0], newline="") as f:
+            for row in csv.DictReader(f):
+                times[row["op_type"]] = times.get(row["op_type"], 0.0) + float(row["total_compute_time"]) / steps
+    return times
+
+
+def run_breakdown(case: dict, cfg: dict) -> dict:
+    """Per-op-type time of one compiled case (forward or forward+backward), plus its wall time."""
+    result = dict(case)
+    try:
+        fn, x, _, _ = build_case(case, cfg)
+        timing, _ = _timed(fn, x, cfg["repeats"], cfg["warmup"])
+        ops_ms = _profile_op_types(fn, x, steps=cfg["repeats"])
+        result.update(timing)
+        result["op_ms"] = dict(sorted(ops_ms.items(), key=lambda kv: -kv[1]))
+        result["status"] = "ok"
+    except Exception as err:
+        result["status"] = "failed"
+        result["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# driver side: plan the cases, run each in a subprocess, summarise, write
+
+def plan_cases(cfg: dict) -> dict[str, list[dict]]:
+    """Every case of the benchmark, grouped by section."""
+    tokens = cfg["tokens"]
+    main = []
+    for passname in ("forward", "forward+backward"):
+        for path in ("ffn", "dense", "sorted", "capacity", "dropless"):
+            main.append({"path": path, "mode": "pynative", "pass": passname, "tokens": tokens})
+            if path in JIT_PATHS:
+                main.append({"path": path, "mode": "jit", "pass": passname, "tokens": tokens})
+            if path in BYTECODE_PATHS:
+                main.append({"path": path, "mode": "jit-bytecode", "pass": passname, "tokens": tokens})
+    for t in cfg["loop_tokens"]:
+        main.append({"path": "loop", "mode": "pynative", "pass": "forward", "tokens": t})
+    for t in cfg["loop_grad_tokens"]:
+        main.append({"path": "loop", "mode": "pynative", "pass": "forward+backward", "tokens": t})
+    scale_tokens = [
+        [{"path": path, "mode": mode, "pass": "forward", "tokens": t} for t in cfg["scale_tokens"]]
+        for path, mode in (("ffn", "jit"), ("dropless", "jit"), ("capacity", "jit"), ("dense", "jit"),
+                           ("sorted", "pynative"))
+    ]
+    scale_experts = [
+        [{"path": path, "mode": mode, "pass": "forward", "tokens": tokens, "experts": e}
+         for e in cfg["scale_experts"]]
+        for path, mode in (("dropless", "jit"), ("capacity", "jit"), ("dense", "jit"), ("sorted", "pynative"))
+    ]
+    breakdown = [{"kind": "breakdown", "path": path, "mode": "jit", "pass": passname, "tokens": tokens}
+                 for passname in ("forward", "forward+backward") for path in ("dropless", "ffn")]
+    return {"main": main, "scale_tokens": scale_tokens, "scale_experts": scale_experts, "breakdown": breakdown}
+
+
+def _spawn(cases: list[dict], cfg: dict, timeout: float) -> list[dict]:
+    """Run ``cases`` in one fresh Python process (so its peak RSS belongs to them alone)."""
+    env = dict(os.environ, GLOG_v="3", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    payload = json.dumps({"cfg": cfg, "cases": cases})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.moe_bench", "--worker", payload], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return [dict(c, status="failed", error=f"timed out after {timeout:.0f} s") for c in cases]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        return [dict(c, status="failed", error=f"worker exit {proc.returncode}: {tail}") for c in cases]
+    return json.loads(lines[-1])["results"]
+
+
+def machine_info() -> dict:
+    """CPU model, cores, versions and date: what a reader needs to compare numbers."""
+    import mindspore as ms
+    import numpy as np
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "mindspore": ms.__version__, "numpy": np.__version__,
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
+
+
+def summarise(results: dict) -> dict:
+    """Medians, ratios to the jit dense FFN of the same pass, tokens/s, and the speed target."""
+    import numpy as np
+
+    cases = results["cases"]
+    for c in cases:
+        if c.get("status") == "ok":
+            c["median_s"] = float(np.median(c["runs_s"]))
+            c["tokens_per_s"] = c["tokens"] / c["median_s"]
+    base = {p: next((c["median_s"] for c in cases if c["path"] == "ffn" and c["mode"] == "jit"
+                     and c["pass"] == p and c.get("status") == "ok"), None) for p in ("forward", "forward+backward")}
+    for c in cases:
+        if c.get("status") == "ok" and base.get(c["pass"]) and c["tokens"] == results["config"]["tokens"]:
+            c["ratio_to_baseline"] = c["median_s"] / base[c["pass"]]
+    target = {}
+    for p in ("forward", "forward+backward"):
+        moe = [c for c in cases if c["path"] in MOE_PATHS and c["pass"] == p and c.get("status") == "ok"
+               and c["tokens"] == results["config"]["tokens"]]
+        if moe and base[p]:
+            best = min(moe, key=lambda c: c["median_s"])
+            target[p] = {"fastest": f"{best['path']} {best['mode']}", "median_s": best["median_s"],
+                         "baseline_s": base[p], "ratio": best["median_s"] / base[p],
+                         "met": best["median_s"] <= base[p]}
+    for group in results.get("scale_tokens", []):
+        for c in group:
+            if c.get("status") == "ok":
+                c["median_s"] = float(np.median(c["runs_s"]))
+    for group in results.get("scale_experts", []):
+        for c in group:
+            if c.get("status") == "ok":
+                c["median_s"] = float(np.median(c["runs_s"]))
+    loop_t = max(results["config"]["loop_tokens"])
+    loop = next((c for c in cases if c["path"] == "loop" and c["pass"] == "forward" and c["tokens"] == loop_t
+                 and c.get("status") == "ok"), None)
+    at_t = [c for g in results.get("scale_tokens", []) for c in g
+            if c["path"] in MOE_PATHS and c["tokens"] == loop_t and c.get("status") == "ok"]
+    if loop and at_t:
+        best = min(at_t, key=lambda c: c["median_s"])
+        target["loop"] = {"tokens": loop_t, "loop_s": loop["median_s"], "fastest": f"{best['path']} {best['mode']}",
+                          "fastest_s": best["median_s"], "speedup": loop["median_s"] / best["median_s"],
+                          "met": loop["median_s"] / best["median_s"] >= 100}
+    results["speed_target"] = target
+    return results
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_outputs(results: dict, out: Path) -> list[Path]:
+    """results.json, RESULTS.md and the PNG plots, each written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from moe_lab import bench_report
+
+    written = []
+
+    def dump_json(tmp):
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+
+    _write_atomic(out / "results.json", dump_json)
+    written.append(out / "results.json")
+    for name, plot in (("paths.png", bench_report.plot_paths), ("scaling_tokens.png", bench_report.plot_scaling_tokens),
+                       ("scaling_experts.png", bench_report.plot_scaling_experts),
+                       ("breakdown.png", bench_report.plot_breakdown)):
+        fig = plot(results)
+        _write_atomic(out / name, lambda tmp, fig=fig: fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png"))
+        plt.close(fig)
+        written.append(out / name)
+
+    def dump_md(tmp):
+        with open(tmp, "w") as f:
+            f.write(bench_report.results_markdown(results))
+
+    _write_atomic(out / "RESULTS.md", dump_md)
+    written.append(out / "RESULTS.md")
+    return written
+
+
+def run(cfg: dict, out: Path, quick: bool, log=print) -> dict:
+    """Plan, run every case in subprocesses, summarise and write. Returns the results dict."""
+    plan = plan_cases(cfg)
+    results = {"quick": quick, "config": cfg, "machine": machine_info(), "load_avg_1min": {"start": _load()}}
+    started = time.perf_counter()
+    loads = [_load()]
+    if quick:  # one process for everything: fast, but peak memory is then shared by all cases
+        flat = plan["main"] + [c for g in plan["scale_tokens"] + plan["scale_experts"] for c in g] + plan["breakdown"]
+        res = _spawn(flat, cfg, timeout=1800)
+        n_main, n_tok = len(plan["main"]), sum(len(g) for g in plan["scale_tokens"])
+        results["cases"] = res[:n_main]
+        it = iter(res[n_main:n_main + n_tok])
+        results["scale_tokens"] = [[next(it) for _ in g] for g in plan["scale_tokens"]]
+        it = iter(res[n_main + n_tok:len(res) - len(plan["breakdown"])])
+        results["scale_experts"] = [[next(it) for _ in g] for g in plan["scale_experts"]]
+        results["breakdown"] = res[len(res) - len(plan["breakdown"]):]
+        results["memory_per_case"] = False
+    else:
+        results["cases"], results["memory_per_case"] = [], True
+        for case in plan["main"]:
+            (res,) = _spawn([case], cfg, timeout=3600)
+            loads.append(_load())
+            log(_line(res))
+            results["cases"].append(res)
+        for key in ("scale_tokens", "scale_experts"):
+            results[key] = []
+            for group in plan[key]:
+                res = _spawn(group, cfg, timeout=3600)
+                loads.append(_load())
+                for r in res:
+                    log(_line(r))
+                results[key].append(res)
+        results["breakdown"] = []
+        for case in plan["breakdown"]:
+            (res,) = _spawn([case], cfg, timeout=1800)
+            loads.append(_load())
+            log(_line(res))
+            results["breakdown"].append(res)
+    loads.append(_load())
+    results["load_avg_1min"].update({"end": loads[-1], "max": max(loads), "mean": round(sum(loads) / len(loads), 2)})
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    summarise(results)
+    write_outputs(results, out)
+    return results
+
+
+def _line(r: dict) -> str:
+    import numpy as np
+
+    name = f"{r['path']:9s} {r['mode']:12s} {r['pass']:16s} T={r['tokens']:<6d} E={r.get('experts', '-')}"
+    if r.get("status") != "ok":
+        return f"{name} FAILED {r.get('error', '')}"
+    return f"{name} median {np.median(r['runs_s']) * 1e3:10.1f} ms  (first call {r['first_call_s']:.2f} s)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.moe_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one process: checks that the script runs")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: benchmarks/)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (>= 5)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps({"results": worker(json.loads(args.worker))}))
+        return 0
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.repeats is not None:
+        if args.repeats < 5:
+            print(f"moe_bench: --repeats must be >= 5 (a median of fewer runs is noise), got {args.repeats}",
+                  file=sys.stderr)
+            return 2
+        cfg["repeats"] = args.repeats
+    run(cfg, args.out, args.quick)
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

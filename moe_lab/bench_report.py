@@ -1,0 +1,285 @@
+"""Reading the dispatch benchmark's results: a table and pure plot functions (results dict -> Figure).
+
+Introduced in notebook 02 (section "How fast is each path?"). ``benchmarks/moe_bench.py`` writes
+``benchmarks/results.json``; the notebook and ``benchmarks/RESULTS.md`` show it through these
+functions, so the notebook never runs the benchmark itself.
+
+    results = load_results()                 # benchmarks/results.json of this repository
+    rows = results_table(results)            # one dict per (path, mode): medians, ratios, tokens/s, memory
+    fig = plot_paths(results)                # forward and forward+backward time of every path
+    fig = plot_scaling_tokens(results)       # time vs tokens
+    fig = plot_scaling_experts(results)      # time vs experts at equal active FLOPs
+    fig = plot_breakdown(results)            # where the time goes, per op type
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+RESULTS_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "results.json"
+PASSES = ("forward", "forward+backward")
+LABELS = {
+    "ffn": "dense FFN (baseline)",
+    "loop": "loop",
+    "dense": "dense (all experts)",
+    "sorted": "sorted",
+    "capacity": "capacity (cf {cf:g})",
+    "dropless": "capacity (dropless, padded)",
+}
+MODES = {"pynative": "PyNative", "jit": "jit", "jit-bytecode": "jit (bytecode)"}
+
+
+def load_results(path: str | Path | None = None) -> dict:
+    """The benchmark's results dict (default: ``benchmarks/results.json`` next to the package)."""
+    path = RESULTS_PATH if path is None else Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no benchmark results at {path}: run `make bench` (python -m benchmarks.moe_bench)")
+    with open(path) as f:
+        results = json.load(f)
+    for key in ("config", "machine", "cases"):
+        if key not in results:
+            raise ValueError(f"{path} is not a moe_bench results file: key {key!r} is missing")
+    return results
+
+
+def path_label(results: dict, path: str) -> str:
+    """Human name of a dispatch path (the capacity path shows its capacity factor)."""
+    if path not in LABELS:
+        raise ValueError(f"path must be one of {', '.join(map(repr, LABELS))}; got {path!r}")
+    return LABELS[path].format(cf=results["config"]["capacity_factor"])
+
+
+def _median(case: dict) -> float | None:
+    if case.get("status") != "ok":
+        return None
+    return float(case.get("median_s", np.median(case["runs_s"])))
+
+
+def results_table(results: dict) -> list[dict]:
+    """One row per (path, mode, tokens) of the main cases, forward and forward+backward side by side.
+
+    Keys: ``path, mode, tokens, forward_ms, forward_ratio, forward_tokens_per_s, backward_ms``
+    (forward+backward), ``backward_ratio, peak_rss_mb, extra_rss_mb, note``. Missing values are None.
+    """
+    base = {p: _median(c) for c in results["cases"] for p in PASSES
+            if c["path"] == "ffn" and c["mode"] == "jit" and c["pass"] == p and _median(c)}
+    main_tokens = results["config"]["tokens"]
+    rows: dict[tuple, dict] = {}
+    for c in results["cases"]:
+        key = (c["path"], c["mode"], c["tokens"])
+        row = rows.setdefault(key, {"path": path_label(results, c["path"]), "mode": MODES.get(c["mode"], c["mode"]),
+                                    "tokens": c["tokens"], "forward_ms": None, "forward_ratio": None,
+                                    "forward_tokens_per_s": None, "backward_ms": None, "backward_ratio": None,
+                                    "peak_rss_mb": None, "extra_rss_mb": None, "note": ""})
+        med = _median(c)
+        prefix = "forward" if c["pass"] == "forward" else "backward"
+        if med is None:
+            row["note"] = (row["note"] + f" {c['pass']}: {c.get('error', 'failed')}").strip()
+            continue
+        row[f"{prefix}_ms"] = med * 1e3
+        if c["tokens"] == main_tokens and base.get(c["pass"]):
+            row[f"{prefix}_ratio"] = med / base[c["pass"]]
+        if c["pass"] == "forward":
+            row["forward_tokens_per_s"] = c["tokens"] / med
+            if results.get("memory_per_case", False):
+                row["peak_rss_mb"] = c.get("peak_rss_mb")
+                row["extra_rss_mb"] = c["peak_rss_mb"] - c["rss_before_mb"]
+    return list(rows.values())
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def results_markdown(results: dict) -> str:
+    """The whole ``RESULTS.md``: machine, configuration, table, speed target, scaling, breakdown."""
+    cfg, mach = results["config"], results["machine"]
+    load = results.get("load_avg_1min", {})
+    lines = [
+        "# MoE dispatch benchmark" + (" (QUICK MODE: tiny sizes, not a measurement)" if results.get("quick") else ""),
+        "",
+        "Written by `python -m benchmarks.moe_bench` (`make bench`); read by notebook 02. Do not edit by hand.",
+        "",
+        f"- Machine: {mach['cpu']}, {mach['cores']} cores; {mach['platform']}",
+        f"- Software: MindSpore {mach['mindspore']}, NumPy {mach['numpy']}, Python {mach['python']}",
+        f"- Date: {mach['date']}; run took {results.get('wall_s', 0):.0f} s",
+        f"- Load average (1 min) during the run: start {load.get('start')}, mean {load.get('mean')}, "
+        f"max {load.get('max')} on {mach['cores']} cores"
+        + (" (the machine was shared: timings are noisy)" if (load.get("max") or 0) > 0.5 * mach["cores"] else ""),
+        f"- Layer: {cfg['tokens']} tokens, hidden {cfg['hidden']}, ffn {cfg['ffn']}, {cfg['experts']} experts, "
+        f"top-{cfg['top_k']}, {cfg['activation']} experts, float32, CPU",
+        f"- Baseline: dense FFN {cfg['hidden']} -> {cfg['top_k'] * cfg['ffn']} -> {cfg['hidden']}, "
+        f"{cfg['activation']}: exactly the MoE's active matmul FLOPs "
+        f"(2 x {cfg['top_k']} x 2·H·F = 2 x 2·H·(K·F)); the router adds 2·H·E per token",
+        f"- Each time is the median of {cfg['repeats']} runs after warm-up; ratio = time / dense FFN under jit "
+        "(same pass, same run); memory = peak RSS of the case's own process, and its increase over the RSS "
+        "after building the model and inputs" + ("" if results.get("memory_per_case") else " (not per case here)"),
+        "",
+        "## Every path",
+        "",
+        "| path | mode | tokens | forward ms | ratio | tokens/s | fwd+bwd ms | ratio | peak RSS MB | +MB | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results_table(results):
+        lines.append(
+            f"| {r['path']} | {r['mode']} | {r['tokens']} | {_fmt(r['forward_ms'], '.1f')} | "
+            f"{_fmt(r['forward_ratio'], '.2f')} | {_fmt(r['forward_tokens_per_s'], ',.0f')} | "
+            f"{_fmt(r['backward_ms'], '.1f')} | {_fmt(r['backward_ratio'], '.2f')} | "
+            f"{_fmt(r['peak_rss_mb'], '.0f')} | {_fmt(r['extra_rss_mb'], '.0f')} | {r['note']} |")
+    lines += ["", "## Speed target", ""]
+    target = results.get("speed_target", {})
+    for p in PASSES:
+        t = target.get(p)
+        if t:
+            lines.append(f"- {p}: fastest MoE path `{t['fastest']}` {t['median_s'] * 1e3:.1f} ms vs dense FFN jit "
+                         f"{t['baseline_s'] * 1e3:.1f} ms: ratio **{t['ratio']:.2f}** (target <= 1.0: "
+                         f"{'met' if t['met'] else 'not met'})")
+    t = target.get("loop")
+    if t:
+        lines.append(f"- loop at {t['tokens']} tokens: {t['loop_s']:.2f} s; fastest MoE path `{t['fastest']}` "
+                     f"{t['fastest_s'] * 1e3:.1f} ms: **{t['speedup']:.0f}x** faster (target >= 100x: "
+                     f"{'met' if t['met'] else 'not met'})")
+    lines += ["", "## Scaling", "", "![time vs tokens](scaling_tokens.png) ![time vs experts](scaling_experts.png)",
+              "", "| path | mode | " + " | ".join(f"{t} tok" for t in cfg["scale_tokens"]) + " |",
+              "|---|---|" + "---:|" * len(cfg["scale_tokens"])]
+    for group in results.get("scale_tokens", []):
+        if group:
+            cells = [_fmt(None if _median(c) is None else _median(c) * 1e3, ".1f") for c in group]
+            lines.append(f"| {path_label(results, group[0]['path'])} | {MODES[group[0]['mode']]} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "| path | mode | " + " | ".join(f"E={e}" for e in cfg["scale_experts"]) + " |",
+              "|---|---|" + "---:|" * len(cfg["scale_experts"])]
+    for group in results.get("scale_experts", []):
+        if group:
+            cells = [_fmt(None if _median(c) is None else _median(c) * 1e3, ".1f") for c in group]
+            lines.append(f"| {path_label(results, group[0]['path'])} | {MODES[group[0]['mode']]} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "Times in ms (forward). Experts: top-2 and ffn fixed, so the active FLOPs per token are the same "
+              "for every E; the parameters grow with E.", "", "## Where the time goes", "",
+              "![breakdown](breakdown.png)", "",
+              "MindSpore's CPU profiler, summed per op type, mean ms per step, inside the compiled graphs.", ""]
+    for b in results.get("breakdown", []):
+        if b.get("status") != "ok":
+            lines.append(f"- {path_label(results, b['path'])} {b['pass']}: {b.get('error', 'failed')}")
+            continue
+        total = sum(b["op_ms"].values())
+        top = ", ".join(f"{k} {v:.1f}" for k, v in list(b["op_ms"].items())[:8])
+        wall = np.median(b["runs_s"]) * 1e3
+        lines.append(f"- **{path_label(results, b['path'])}, {b['pass']}** (wall {wall:.1f} ms, "
+                     f"ops {total:.1f} ms): {top}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _figure(ncols: int = 1, width: float = 6.4):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width, 3.6), squeeze=False)
+    return fig, axes[0]
+
+
+def plot_paths(results: dict):
+    """Horizontal bars: median time of every path and mode at the main size, forward and forward+backward.
+
+    Log scale (the loop and the rest differ by orders of magnitude); the dense FFN under jit is the
+    dashed line.
+    """
+    fig, axes = _figure(2, 11.0)
+    main_tokens = results["config"]["tokens"]
+    for ax, p in zip(axes, PASSES, strict=True):
+        rows = [(f"{path_label(results, c['path'])}, {MODES.get(c['mode'], c['mode'])}", _median(c))
+                for c in results["cases"] if c["pass"] == p and c["tokens"] == main_tokens and _median(c)]
+        rows.sort(key=lambda r: r[1])
+        names = [r[0] for r in rows]
+        values = np.array([r[1] * 1e3 for r in rows])
+        colors = ["#7f7f7f" if n.startswith("dense FFN") else "#1f77b4" for n in names]
+        ax.barh(np.arange(len(rows)), values, color=colors)
+        ax.set_yticks(np.arange(len(rows)), names, fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("median time per call (ms, log)")
+        ax.set_title(f"{p}, {main_tokens} tokens")
+        base = [c for c in results["cases"] if c["path"] == "ffn" and c["mode"] == "jit" and c["pass"] == p
+                and c["tokens"] == main_tokens and _median(c)]
+        if base:
+            ax.axvline(_median(base[0]) * 1e3, color="k", ls="--", lw=1, label="dense FFN, jit")
+            ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _plot_scaling(results: dict, key: str, xkey: str, xlabel: str, title: str):
+    fig, axes = _figure()
+    ax = axes[0]
+    for group in results.get(key, []):
+        pts = [(c.get(xkey, results["config"].get(xkey)), _median(c)) for c in group if _median(c)]
+        if not pts:
+            continue
+        xs, ys = zip(*pts, strict=True)
+        style = "--" if group[0]["path"] == "ffn" else "-"
+        ax.plot(xs, np.array(ys) * 1e3, style, marker="o", ms=3,
+                label=f"{path_label(results, group[0]['path'])}, {MODES.get(group[0]['mode'], group[0]['mode'])}")
+    if key == "scale_tokens":
+        loops = [c for c in results["cases"] if c["path"] == "loop" and c["pass"] == "forward" and _median(c)]
+        if loops:
+            ax.plot([c["tokens"] for c in loops], [_median(c) * 1e3 for c in loops], ":", marker="x",
+                    color="#d62728", label="loop, PyNative")
+    if key == "scale_experts":
+        base = [c for c in results["cases"] if c["path"] == "ffn" and c["mode"] == "jit" and c["pass"] == "forward"
+                and _median(c)]
+        if base:
+            ax.axhline(_median(base[0]) * 1e3, color="k", ls="--", lw=1, label="dense FFN, jit (same FLOPs)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("median forward time (ms, log)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scaling_tokens(results: dict):
+    """Forward time vs number of tokens, one line per path (log-log); the loop's measured points in red."""
+    cfg = results["config"]
+    return _plot_scaling(results, "scale_tokens", "tokens", "tokens",
+                         f"time vs tokens (H {cfg['hidden']}, F {cfg['ffn']}, E {cfg['experts']}, top-{cfg['top_k']})")
+
+
+def plot_scaling_experts(results: dict):
+    """Forward time vs number of experts at equal active FLOPs (top-k and ffn fixed)."""
+    cfg = results["config"]
+    return _plot_scaling(results, "scale_experts", "experts", "experts (active FLOPs per token fixed)",
+                         f"time vs experts ({cfg['tokens']} tokens, top-{cfg['top_k']}, F {cfg['ffn']})")
+
+
+def plot_breakdown(results: dict, top: int = 6):
+    """Stacked bars: ms per op type inside the compiled graphs (fastest MoE path and dense FFN)."""
+    fig, axes = _figure(1, 7.5)
+    ax = axes[0]
+    bars = [b for b in results.get("breakdown", []) if b.get("status") == "ok"]
+    names = []
+    totals: dict[str, float] = {}
+    for b in bars:
+        for k, v in b["op_ms"].items():
+            totals[k] = totals.get(k, 0.0) + v
+    keep = [k for k, _ in sorted(totals.items(), key=lambda kv: -kv[1])[:top]]
+    colors = {k: f"C{i}" for i, k in enumerate(keep + ["other"])}
+    for i, b in enumerate(bars):
+        names.append(f"{path_label(results, b['path'])}\n{b['pass']}")
+        left = 0.0
+        parts = [(k, b["op_ms"].get(k, 0.0)) for k in keep]
+        parts.append(("other", sum(v for k, v in b["op_ms"].items() if k not in keep)))
+        for k, v in parts:
+            ax.barh(i, v, left=left, color=colors[k], label=k if i == 0 else None)
+            left += v
+    ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per call, by op type (MindSpore CPU profiler)")
+    ax.set_title("where the time goes")
+    if bars:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
