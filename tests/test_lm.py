@@ -231,3 +231,48 @@ def test_cli_trial_run_and_errors(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: corpus path") and "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def _fake_result(steps=12, layers=2, experts=4, seed=0):
+    rng = np.random.default_rng(seed)
+    load = rng.integers(0, 50, size=(steps, layers, experts))
+    load[:, :, 0] += 1  # no all-zero row
+    return lm.TrainResult(TINY, np.linspace(5, 3, steps), np.linspace(5, 3, steps), np.zeros(steps), load,
+                          np.zeros((layers, experts)), 1.0, 0.5)
+
+
+def test_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {"none": _fake_result(), "aux": _fake_result(seed=1)}
+    fig = lm.plot_losses(runs, window=3)
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 3  # two runs + the uniform-guess line
+    plt.close(fig)
+    fig = lm.plot_load_shares(runs, layer=1)
+    assert [ax.get_title() for ax in fig.axes] == ["none", "aux"]
+    assert fig.axes[0].get_ylim() == (0.0, 1.0)
+    plt.close(fig)
+    smooth = lm._smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2)
+    assert np.allclose(smooth, [1.0, 2.0, 4.0, 6.0])
+    with pytest.raises(ValueError, match="layer must be <= 1"):
+        lm.plot_load_shares(runs, layer=2)
+    with pytest.raises(TypeError, match="results must be a non-empty dict"):
+        lm.plot_losses({})
+    with pytest.raises(TypeError, match=r"results\['x'\] must be a TrainResult"):
+        lm.plot_losses({"x": [1, 2]})
+    with pytest.raises(ValueError, match="expected"):
+        lm.plot_load_shares({"a": _fake_result(), "b": _fake_result(experts=8)})
+
+
+def test_train_bench_quick(tmp_path):
+    from benchmarks import train_bench
+
+    out = tmp_path / "throughput.json"
+    assert train_bench.main(["--quick", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    case = data["cases"]["notebook03_live"]
+    assert case["moe"]["tokens_per_second"] > 0 and case["baseline_one_expert"]["tokens_per_second"] > 0
+    assert case["config"]["num_experts"] == 8 and len(case["moe"]["block_seconds"]) == 2
