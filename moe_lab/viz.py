@@ -16,6 +16,9 @@ figure) or on a new figure, and returns the figure. The widgets of ``moe_lab.wid
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 
 from moe_lab._checks import check_int
@@ -324,12 +327,32 @@ CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQu
                 "Microsoft YaHei", "SimHei", "Arial Unicode MS")
 
 
+# file names of those fonts, to find one installed after matplotlib built its font cache
+CJK_FILES = ("wqy", "notosanscjk", "notosanssc", "sourcehansans", "droidsansfallback", "pingfang", "hiragino",
+             "msyh", "simhei", "arialuni")
+
+
+@functools.cache
 def text_families() -> list[str]:
-    """Font families for non-ASCII characters: DejaVu Sans, then any installed CJK family."""
+    """Font families for non-ASCII characters: DejaVu Sans, then any installed CJK family.
+
+    matplotlib only knows the fonts present when it built its cache; if none of ``CJK_FAMILIES`` is
+    known, the system font folders are searched once and a CJK font found there is registered.
+    """
     import matplotlib.font_manager as fm
 
-    installed = {f.name for f in fm.fontManager.ttflist}
-    return ["DejaVu Sans"] + [name for name in CJK_FAMILIES if name in installed]
+    def known():
+        installed = {f.name for f in fm.fontManager.ttflist}
+        return [name for name in CJK_FAMILIES if name in installed]
+
+    if not known():
+        for path in fm.findSystemFonts():
+            if any(key in Path(path).name.lower().replace("-", "").replace("_", "") for key in CJK_FILES):
+                try:
+                    fm.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):  # an unreadable font file: skip it
+                    continue
+    return ["DejaVu Sans", *known()]
 
 
 def _drawable(chars: set[str], families: list[str]) -> set[str]:

@@ -9,7 +9,8 @@ Two dashboards:
 * ``ModelDashboard``: the trained tiny MoE LM (``moe_lab.lm``): layer, expert, input text.
 
 The pattern (measured in ``shared/notes/jupyter-testing.md`` section 8): inline backend,
-``interactive_output`` with ``plt.show()`` inside the callback, a fixed figure size and fixed axes,
+``interactive_output`` showing exactly one PNG per redraw (what ``plt.show()`` does, here without its
+tight-bounding-box pass, see ``_show``), a fixed figure size and fixed axes,
 ``out.layout.min_height`` so nothing jumps while redrawing, and a PNG fallback in the display bundle
 so the notebook shows a real picture where widgets cannot run (GitHub, nbviewer, exported HTML,
 a freshly cloned untrusted notebook).
@@ -227,15 +228,18 @@ def figure_png(fig, dpi: float | None = None) -> bytes:
     return buf.getvalue()
 
 
-def _show(fig) -> None:
-    """Show ``fig`` once, inside the current Output widget; outside a notebook just close it."""
-    import matplotlib
-    import matplotlib.pyplot as plt
+def _show(fig, dpi: float) -> None:
+    """Show ``fig`` once as a PNG, inside the current Output widget; outside IPython just close it.
 
-    if "inline" in matplotlib.get_backend():
-        plt.show()  # the inline backend sends exactly one PNG and closes the figure
-    else:
-        plt.close(fig)
+    Same result as ``plt.show()`` with the inline backend, minus its ``bbox_inches="tight"`` pass
+    (a second layout of every text): the figure has a fixed layout, and the redraw is faster.
+    """
+    from IPython import get_ipython
+    from IPython.display import Image, display
+
+    png = figure_png(fig, dpi)  # closes the figure: the inline backend will not show it a second time
+    if get_ipython() is not None:
+        display(Image(data=png, format="png"))
 
 
 class WithPngFallback:
@@ -244,9 +248,9 @@ class WithPngFallback:
     Introduced in notebook 04 (the widget pattern of the course).
     """
 
-    def __init__(self, widget, fig):
+    def __init__(self, widget, fig, dpi: float | None = None):
         self.widget = widget
-        self.png = base64.b64encode(figure_png(fig)).decode("ascii")
+        self.png = base64.b64encode(figure_png(fig, dpi)).decode("ascii")
 
     def _repr_mimebundle_(self, **kwargs):
         data = self.widget._repr_mimebundle_(**kwargs)
@@ -263,6 +267,7 @@ class Dashboard:
     """
 
     min_height = "480px"
+    dpi = 80  # pixels per inch of the redrawn PNG: sharp enough, and fewer pixels to draw and send
     css_class = "moe-dashboard"  # lets a browser test (or a stylesheet) find the dashboard on the page
 
     def _setup(self, layout) -> None:
@@ -289,10 +294,11 @@ class Dashboard:
 
             plt.close(fig)
         else:
-            _show(fig)
+            _show(fig, self.dpi)
 
     def _repr_mimebundle_(self, **kwargs):
-        return WithPngFallback(self.box, self.figure(**self.values()))._repr_mimebundle_(**kwargs)
+        fig = self.figure(**self.values())
+        return WithPngFallback(self.box, fig, self.dpi)._repr_mimebundle_(**kwargs)
 
     def control_values(self, name: str, max_values: int | None = None) -> list:
         """Every value control ``name`` can take now (a slider: min..max by its step)."""
@@ -467,12 +473,13 @@ def route_text_batched(model, text: str):
 
 
 def domain_expert_counts(model, corpus, *, windows_per_domain: int = 8, split: str = "val",
-                         seed: int = 0) -> np.ndarray:
-    """``[layers, domains, E]``: token slots (all top-k choices) of each domain sent to each expert.
+                         first_choice: bool = False, seed: int = 0) -> np.ndarray:
+    """``[layers, domains, E]``: token slots of each domain sent to each expert.
 
-    Uses ``windows_per_domain`` random windows of ``context`` bytes per domain of ``corpus``
-    (validation part by default: text the model never trained on), all in one model call.
-    Introduced in notebook 04.
+    All top-k slots (the load), or only first choices with ``first_choice=True`` (the specialisation
+    measure of notebook 03, ``moe_lab.lm.domain_expert_share``). Uses ``windows_per_domain`` random
+    windows of ``context`` bytes per domain of ``corpus`` (validation part by default: text the
+    model never trained on), all in one model call. Introduced in notebook 04.
     """
     import mindspore as ms
 
@@ -485,7 +492,8 @@ def domain_expert_counts(model, corpus, *, windows_per_domain: int = 8, split: s
     _, _, _, indices, _ = model(ms.Tensor(np.concatenate(blocks), ms.int32))
     counts = np.zeros((cfg.n_layers, len(DOMAINS), cfg.num_experts), np.int64)
     for layer, idx in enumerate(indices):
-        per_domain = idx.asnumpy().reshape(len(DOMAINS), -1)
+        idx = idx.asnumpy()
+        per_domain = (idx[:, :1] if first_choice else idx).reshape(len(DOMAINS), -1)
         for d in range(len(DOMAINS)):
             counts[layer, d] = np.bincount(per_domain[d], minlength=cfg.num_experts)
     return counts
@@ -508,7 +516,8 @@ class ModelDashboard(Dashboard):
 
     Controls: a sample text (fills the text box), the text box, the layer, the expert to highlight.
     Panels: the text coloured by first-choice expert; the load per layer for this text; the
-    domain x expert specialisation of the chosen layer (precomputed on held-out corpus text).
+    domain x expert specialisation of the chosen layer (``domain_counts``, e.g. from
+    ``domain_expert_counts(model, corpus, first_choice=True)``).
     Introduced in notebook 04.
     """
 
@@ -584,8 +593,8 @@ class ModelDashboard(Dashboard):
             loads = np.stack([np.bincount(r.indices[li].reshape(-1), minlength=self.num_experts)
                               for li in range(self.num_layers)])
             cut = " (cut)" if len(text) > self.max_chars else ""
-            viz.plot_text_experts(shown, first, self.num_experts, highlight=highlight, ax=text_ax, width=60,
-                                  max_lines=7, fixed_frame=True,
+            viz.plot_text_experts(shown, first, self.num_experts, highlight=highlight, ax=text_ax, width=44,
+                                  max_lines=6, fixed_frame=True,
                                   title=f"layer {layer}: first-choice expert of each character{cut}")
         else:  # an empty text box is allowed: say what to do instead of failing
             text_ax.axis("off")
@@ -594,5 +603,5 @@ class ModelDashboard(Dashboard):
         viz.plot_layer_load(loads, ax=load_ax, highlight=highlight,
                             title=f"this text: load per layer (all top-{self.top_k} slots)")
         viz.plot_domain_expert_heatmap(self.domain_counts[layer], DOMAINS, ax=dom_ax, highlight=highlight,
-                                       colorbar=False, title=f"held-out corpus, layer {layer}: domain x expert")
+                                       colorbar=False, title=f"held-out text, layer {layer}: domain x expert")
         return fig

@@ -264,6 +264,9 @@ def test_domain_expert_counts(tiny_lm, corpus):
     blocks = [corpus.batch("val", 3, 16, rng, domains=(d,))[0] for d in DOMAINS]
     indices = tiny_lm(ms.Tensor(blocks[2], ms.int32))[3]
     np.testing.assert_array_equal(counts[1, 2], np.bincount(indices[1].asnumpy().reshape(-1), minlength=4))
+    first = widgets.domain_expert_counts(tiny_lm, corpus, windows_per_domain=3, seed=7, first_choice=True)
+    assert (first.sum(-1) == 3 * 16).all()
+    np.testing.assert_array_equal(first[0, 2], np.bincount(indices[0].asnumpy()[:, 0], minlength=4))
 
 
 def test_model_dashboard_draws_the_routing(tiny_lm, corpus):
