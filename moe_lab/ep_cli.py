@@ -361,8 +361,12 @@ DESCRIPTIONS = {"allgather": "dispatch AllGather, combine AllReduce",
                 "fused": "MoeDistributeDispatch / MoeDistributeCombine"}
 
 
-def format_table(result: dict, timings: bool = True) -> str:
-    """The report as text: one block per strategy, one row per rank (times only if ``timings``)."""
+def format_table(result: dict, timings: bool = True, errors: bool = True) -> str:
+    """The report as text: one block per strategy, one row per rank.
+
+    ``timings=False`` leaves out every time and ``errors=False`` the float error against one process, so
+    that the text is the same on every run (what a notebook's checked cell prints).
+    """
     c = result["config"]
     lines = [f"expert parallelism on {result['world_size']} ranks ({result['launcher']}, device {result['device']}): "
              f"{c['experts']} experts, top-{c['top_k']}, {c['tokens_per_rank']} tokens per rank, hidden {c['hidden']}, "
@@ -371,9 +375,10 @@ def format_table(result: dict, timings: bool = True) -> str:
         how = DESCRIPTIONS[name]
         if name == "alltoall" and result["device"] != "Ascend":
             how += " (emulated with AllGather on this device)"
-        err = f"; max |EP - single process| = {s['max_abs_error']:.1e}" if "max_abs_error" in s else ""
+        err = f"; max |EP - single process| = {s['max_abs_error']:.1e}" if errors and "max_abs_error" in s else ""
         lines.append(f"strategy {name}: {how}{err}")
-        header = f"{'rank':>4}  {'experts':<8}{'rows':>5}{'padded':>7}{'sent KiB':>10}{'recv KiB':>10}{'AlltoAll KiB':>14}"
+        header = (f"{'rank':>4}  {'experts':<8}{'rows':>5}{'padded':>7}{'sent KiB':>10}{'recv KiB':>10}"
+                  f"{'AlltoAll KiB':>14}")
         if timings:
             header += f"{'forward ms':>12}{'in comm ms':>12}"
         lines.append(header)

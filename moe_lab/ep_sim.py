@@ -12,8 +12,8 @@ Atlas 800T A2 server):
 * every device holds ``tokens`` tokens; each sends ``tokens * top_k`` rows of ``hidden`` values to the
   owners of their experts (dispatch) and gets as many back (combine). A row that stays on its own
   device costs nothing; one to another device of the same node crosses the intra-node links (HCCS on
-  Atlas A2); the rest leaves the node (RoCE). Without node-limited routing or de-duplication (what the
-  fused MoeDistributeDispatch does), so these are the plain all-to-all volumes.
+  Atlas A2); the rest leaves the node (RoCE). No node-limited routing (DeepSeek-V3) and no hierarchical
+  send (the fused dispatch's "hierarchy" algorithm): these are the plain all-to-all volumes.
 * load imbalance: rows each device's experts process, max / mean (1.0 = perfect).
 
 Functions map data to numbers (``a2a_volume``, ``step_volume``, ``device_loads``, ...) and numbers to
@@ -184,6 +184,21 @@ def a2a_volume(tokens: int, hidden: int, top_k: int, ep: int, *, num_experts: in
     return A2AVolume(ep, int(node.max()) + 1, tokens, top_k, hidden, dispatch, combine, received, dev)
 
 
+def strategy_bytes(strategy: str, tokens: int, hidden: int, top_k: int, world_size: int,
+                   dtype_bytes: int = 2) -> float:
+    """Bytes one rank sends per MoE layer, dispatch + combine, token rows only (no ids, weights, padding).
+
+    ``"allgather"``: AllGather of the ``tokens`` rows, ``(W-1) n H b``, then AllReduce of the ``[W n, H]``
+    partial outputs, ``2 (W-1)/W * W n H b``. ``"alltoall"``: ``n K`` rows out and back, ``(W-1)/W`` of
+    them to other ranks. Ratio allgather / alltoall = ``3 W / (2 K)``: 1.5 at W = K = 2, 12 at W = 64, K = 8.
+    """
+    check_choice("strategy", strategy, ("allgather", "alltoall"))
+    w, rows = check_int("world_size", world_size, minimum=1), int(tokens) * int(hidden) * int(dtype_bytes)
+    if strategy == "allgather":
+        return float((w - 1) * rows + 2 * (w - 1) * rows)
+    return 2 * (w - 1) / w * rows * int(top_k)
+
+
 def step_volume(volume: A2AVolume, moe_layers: int = 58, training: bool = True) -> float:
     """Bytes one device sends per step: every MoE layer, forward and (training) backward.
 
@@ -240,8 +255,13 @@ def fig_device_loads(loads, title: str = "", ax=None):
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(6.4, 3.0))
-    ax.bar(np.arange(loads.size), loads, color="tab:green", width=0.85)
+    if loads.size <= 64:
+        ax.bar(np.arange(loads.size), loads, color="tab:green", width=0.85)
+    else:  # hundreds of bars draw slowly; one filled outline looks the same
+        ax.stairs(loads, np.arange(loads.size + 1) - 0.5, fill=True, color="tab:green")
     ax.axhline(loads.mean(), color="black", lw=1, ls="--", label="mean")
+    if loads.size <= 16:
+        ax.set_xticks(np.arange(loads.size))
     ax.set_xlabel("device (EP rank)")
     ax.set_ylabel("rows processed")
     ax.set_title(f"{title}{'  ' if title else ''}max/mean = {imbalance(loads):.2f}")
@@ -376,9 +396,9 @@ class EPDashboard:
             "scheme": w.Dropdown(options=PLACEMENTS, value="contiguous", description="placement", style=style),
         }
         self.text = w.Label()
-        self.out = w.interactive_output(self._draw, self.controls)
-        self.out.layout.min_height = "330px"
         self.draws = 0
+        self.out = w.interactive_output(self._draw, self.controls)  # draws once now
+        self.out.layout.min_height = "330px"
 
     def values(self) -> dict:
         return {k: c.value for k, c in self.controls.items()}
@@ -394,8 +414,9 @@ class EPDashboard:
         sim = self.simulate(**values)
         self.text.value = summary_line(sim)
         self.draws += 1
-        fig_sim(sim)
-        plt.show()
+        fig = fig_sim(sim)
+        plt.show()  # the inline backend shows and closes it; elsewhere close it ourselves
+        plt.close(fig)
 
     def widget(self):
         import ipywidgets as w

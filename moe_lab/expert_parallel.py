@@ -196,8 +196,8 @@ def fused_dispatch_violations(soc: str | None, *, world_size: int, hidden_size: 
         problems.append(f"ep_world_size={world_size} not in {limits['ep_world_size']}")
     if "max_hidden" in limits and not (0 < hidden_size <= limits["max_hidden"]
                                        and hidden_size % limits["hidden_multiple"] == 0):
-        problems.append(f"hidden_size={hidden_size} not a multiple of {limits['hidden_multiple']} "
-                        f"in (0, {limits['max_hidden']}]")
+        problems.append(f"hidden_size={hidden_size} must be <= {limits['max_hidden']} and a multiple of "
+                        f"{limits['hidden_multiple']}")
     if "hidden_exact" in limits and hidden_size != limits["hidden_exact"]:
         problems.append(f"hidden_size={hidden_size} != {limits['hidden_exact']}")
     if not 0 < tokens_per_rank <= limits["max_tokens_per_rank"]:

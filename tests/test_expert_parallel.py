@@ -201,3 +201,18 @@ def test_table_without_timings_is_deterministic_text(job):
     assert "ms" not in text.replace("msrun", "")  # no time in the text the notebook compares
     assert "forward ms" in format_table(result, timings=True)
     assert result["strategies"]["allgather"]["ranks"][0]["forward_seconds"] > 0
+
+
+def test_strategy_bytes_formula_matches_the_run(job):
+    from moe_lab.ep_sim import strategy_bytes
+
+    world, result, _ = job
+    n, h, k = CFG["tokens_per_rank"], CFG["hidden"], CFG["top_k"]
+    for row in result["strategies"]["allgather"]["ranks"]:
+        rows_only = sum(c["sent"] for c in row["collectives"] if c["phase"] in ("dispatch: tokens",
+                                                                                   "combine: partial outputs"))
+        assert rows_only == strategy_bytes("allgather", n, h, k, world, 4)
+    for row in result["strategies"]["alltoall"]["ranks"]:  # padding only adds to the formula's rows
+        rows_only = sum(c["alltoall_bytes"] for c in row["collectives"]
+                        if c["phase"] in ("dispatch: tokens", "combine: expert outputs"))
+        assert rows_only >= strategy_bytes("alltoall", n, h, k, world, 4)
