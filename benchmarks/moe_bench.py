@@ -50,12 +50,19 @@ FULL = {
     "capacity_factor": 1.25, "repeats": 5, "warmup": 2,
     "loop_tokens": [256, 1024], "loop_grad_tokens": [256],
     "scale_tokens": [256, 512, 1024, 2048, 4096, 8192, 16384], "scale_experts": [8, 16, 32, 64],
+    "scale_token_paths": [["ffn", "jit"], ["dropless", "jit"], ["capacity", "jit"], ["dense", "jit"],
+                          ["sorted", "pynative"]],
+    "scale_expert_paths": [["dropless", "jit"], ["capacity", "jit"], ["dense", "jit"], ["sorted", "pynative"]],
+    "breakdown_passes": ["forward", "forward+backward"],
 }
 QUICK = {
     "tokens": 64, "hidden": 16, "ffn": 32, "experts": 4, "top_k": 2, "activation": "relu",
     "capacity_factor": 1.25, "repeats": 5, "warmup": 1,
-    "loop_tokens": [8, 16], "loop_grad_tokens": [8],
+    "loop_tokens": [4, 8], "loop_grad_tokens": [4],
     "scale_tokens": [32, 64], "scale_experts": [4, 8],
+    "scale_token_paths": [["ffn", "jit"], ["sorted", "pynative"]],
+    "scale_expert_paths": [["sorted", "pynative"]],
+    "breakdown_passes": ["forward"],
 }
 
 # path -> (label, what it is)
@@ -256,7 +263,7 @@ def run_breakdown(case: dict, cfg: dict) -> dict:
 # driver side: plan the cases, run each in a subprocess, summarise, write
 
 def plan_cases(cfg: dict) -> dict[str, list[dict]]:
-    """Every case of the benchmark, grouped by section."""
+    """Every case of the benchmark, grouped by section (the breakdown is planned after the main cases)."""
     tokens = cfg["tokens"]
     main = []
     for passname in ("forward", "forward+backward"):
@@ -272,17 +279,14 @@ def plan_cases(cfg: dict) -> dict[str, list[dict]]:
         main.append({"path": "loop", "mode": "pynative", "pass": "forward+backward", "tokens": t})
     scale_tokens = [
         [{"path": path, "mode": mode, "pass": "forward", "tokens": t} for t in cfg["scale_tokens"]]
-        for path, mode in (("ffn", "jit"), ("dropless", "jit"), ("capacity", "jit"), ("dense", "jit"),
-                           ("sorted", "pynative"))
+        for path, mode in cfg["scale_token_paths"]
     ]
     scale_experts = [
         [{"path": path, "mode": mode, "pass": "forward", "tokens": tokens, "experts": e}
          for e in cfg["scale_experts"]]
-        for path, mode in (("dropless", "jit"), ("capacity", "jit"), ("dense", "jit"), ("sorted", "pynative"))
+        for path, mode in cfg["scale_expert_paths"]
     ]
-    breakdown = [{"kind": "breakdown", "path": path, "mode": "jit", "pass": passname, "tokens": tokens}
-                 for passname in ("forward", "forward+backward") for path in ("dropless", "ffn")]
-    return {"main": main, "scale_tokens": scale_tokens, "scale_experts": scale_experts, "breakdown": breakdown}
+    return {"main": main, "scale_tokens": scale_tokens, "scale_experts": scale_experts}
 
 
 def _spawn(cases: list[dict], cfg: dict, timeout: float) -> list[dict]:
@@ -419,44 +423,54 @@ def write_outputs(results: dict, out: Path) -> list[Path]:
     return written
 
 
+def fastest_compiled(cases: list[dict], passname: str, tokens: int) -> str | None:
+    """The MoE path whose jit-compiled case of this pass was fastest (the one the breakdown profiles)."""
+    import numpy as np
+
+    ok = [c for c in cases if c["path"] in MOE_PATHS and c["mode"] == "jit" and c["pass"] == passname
+          and c["tokens"] == tokens and c.get("status") == "ok"]
+    return min(ok, key=lambda c: np.median(c["runs_s"]))["path"] if ok else None
+
+
 def run(cfg: dict, out: Path, quick: bool, log=print) -> dict:
-    """Plan, run every case in subprocesses, summarise and write. Returns the results dict."""
+    """Plan, run every case in subprocesses, summarise and write. Returns the results dict.
+
+    Full mode: one subprocess per main case (so its peak RSS is its own), one per scaling line.
+    Quick mode: main cases and scaling share one subprocess (memory is then not per case).
+    The breakdown profiles, per pass, the fastest compiled MoE path of the main cases and the baseline.
+    """
     plan = plan_cases(cfg)
     results = {"quick": quick, "config": cfg, "machine": machine_info(), "load_avg_1min": {"start": _load()}}
     started = time.perf_counter()
     loads = [_load()]
-    if quick:  # one process for everything: fast, but peak memory is then shared by all cases
-        flat = plan["main"] + [c for g in plan["scale_tokens"] + plan["scale_experts"] for c in g] + plan["breakdown"]
-        res = _spawn(flat, cfg, timeout=1800)
-        n_main, n_tok = len(plan["main"]), sum(len(g) for g in plan["scale_tokens"])
-        results["cases"] = res[:n_main]
-        it = iter(res[n_main:n_main + n_tok])
-        results["scale_tokens"] = [[next(it) for _ in g] for g in plan["scale_tokens"]]
-        it = iter(res[n_main + n_tok:len(res) - len(plan["breakdown"])])
-        results["scale_experts"] = [[next(it) for _ in g] for g in plan["scale_experts"]]
-        results["breakdown"] = res[len(res) - len(plan["breakdown"]):]
+
+    def spawn(cases, timeout=3600):
+        res = _spawn(cases, cfg, timeout)
+        loads.append(_load())
+        for r in res:
+            log(_line(r))
+        return res
+
+    groups = {key: plan[key] for key in ("scale_tokens", "scale_experts")}
+    if quick:
+        flat = plan["main"] + [c for key in groups for g in groups[key] for c in g]
+        it = iter(spawn(flat))
+        results["cases"] = [next(it) for _ in plan["main"]]
+        for key in groups:
+            results[key] = [[next(it) for _ in g] for g in groups[key]]
         results["memory_per_case"] = False
     else:
-        results["cases"], results["memory_per_case"] = [], True
-        for case in plan["main"]:
-            (res,) = _spawn([case], cfg, timeout=3600)
-            loads.append(_load())
-            log(_line(res))
-            results["cases"].append(res)
-        for key in ("scale_tokens", "scale_experts"):
-            results[key] = []
-            for group in plan[key]:
-                res = _spawn(group, cfg, timeout=3600)
-                loads.append(_load())
-                for r in res:
-                    log(_line(r))
-                results[key].append(res)
-        results["breakdown"] = []
-        for case in plan["breakdown"]:
-            (res,) = _spawn([case], cfg, timeout=1800)
-            loads.append(_load())
-            log(_line(res))
-            results["breakdown"].append(res)
+        results["cases"] = [spawn([case])[0] for case in plan["main"]]
+        for key in groups:
+            results[key] = [spawn(group) for group in groups[key]]
+        results["memory_per_case"] = True
+    breakdown = []
+    for passname in cfg["breakdown_passes"]:
+        best = fastest_compiled(results["cases"], passname, cfg["tokens"])
+        for path in ([best] if best else []) + ["ffn"]:
+            breakdown.append({"kind": "breakdown", "path": path, "mode": "jit", "pass": passname,
+                              "tokens": cfg["tokens"]})
+    results["breakdown"] = spawn(breakdown, timeout=1800) if quick else [spawn([b])[0] for b in breakdown]
     loads.append(_load())
     results["load_avg_1min"].update({"end": loads[-1], "max": max(loads), "mean": round(sum(loads) / len(loads), 2)})
     results["wall_s"] = round(time.perf_counter() - started, 1)

@@ -1,0 +1,131 @@
+"""Checkers for the exercises of notebook 02 (dispatch, capacity, the static path)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from moe_lab.exercises import Feedback, as_array, check_number, right, unanswered, wrong
+from moe_lab.reference import keep_numpy
+from moe_lab.static_dispatch import PAD_MULTIPLE, padded_capacity
+
+# Exercise 1: capacity of one expert
+EX1 = dict(tokens=1000, num_experts=16, top_k=2, capacity_factor=1.25)
+
+# Exercise 2: six tokens, three experts, top-2, capacity factor 0.5 -> capacity 2 slots per expert
+EX2_INDICES = np.array([[0, 1], [1, 0], [1, 2], [0, 2], [2, 1], [0, 2]], np.int32)
+EX2_WEIGHTS = np.array([[0.55, 0.45], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3], [0.9, 0.1], [0.95, 0.05]], np.float32)
+EX2 = dict(num_experts=3, capacity_factor=0.5, drop_policy="position")
+
+# Exercise 3: the loads of a dropless batch (512 tokens, top-2, 4 experts)
+EX3_LOAD = np.array([301, 270, 255, 198])
+EX3_TOKENS = 512
+
+# Exercise 4: rows the capacity path computes
+EX4 = dict(tokens=4096, num_experts=8, top_k=2, capacity_factor=1.25)
+
+
+def check_capacity(answer) -> Feedback:
+    """Exercise 1: slots per expert for ``EX1`` (1000 tokens, 16 experts, top-2, capacity factor 1.25)."""
+    name = "capacity"
+    n, e, k, cf = EX1["tokens"], EX1["num_experts"], EX1["top_k"], EX1["capacity_factor"]
+    expected = math.ceil(cf * n * k / e)
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if isinstance(answer, (int, float, np.integer, np.floating)) and not isinstance(answer, bool):
+        value = float(answer)
+        if value == cf * n * k / e:
+            return wrong(name, f"{value:g} slots is not a whole number: capacity is rounded up (ceil).")
+        if value == math.floor(cf * n * k / e):
+            return wrong(name, f"{value:g} is rounded down: a capacity rounds up, so the mean load always fits.")
+        if value == math.ceil(cf * n / e):
+            return wrong(name, f"{value:g} forgets top_k: every token fills k = {k} slots, so there are N*k slots.")
+        if value == math.ceil(n * k / e):
+            return wrong(name, f"{value:g} is the mean load: the capacity factor {cf} gives head room above it.")
+    return check_number(name, answer, expected, rel=0.0,
+                        hint="capacity = ceil(capacity_factor * tokens * top_k / num_experts).")
+
+
+def ex2_capacity() -> int:
+    n, k = EX2_INDICES.shape
+    return math.ceil(EX2["capacity_factor"] * n * k / EX2["num_experts"])
+
+
+def check_keep_mask(answer) -> Feedback:
+    """Exercise 2: which slots of ``EX2_INDICES`` survive a capacity of 2 under the "position" policy."""
+    name = "keep mask"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    arr, problem = as_array(name, answer, shape=EX2_INDICES.shape)
+    if problem is not None:
+        return problem
+    if not np.isin(arr, (0, 1)).all():
+        return wrong(name, "use True (kept) and False (dropped), one per slot.")
+    got = arr.astype(bool)
+    e, cf = EX2["num_experts"], EX2["capacity_factor"]
+    expected = keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "position")
+    if np.array_equal(got, expected):
+        return right(name, f"with {ex2_capacity()} slots per expert, all first choices are served before any "
+                           "second choice, earlier tokens first (GShard's order).")
+    if np.array_equal(got, keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "score")):
+        return wrong(name, "that is the \"score\" policy (largest weight first); the \"position\" policy serves "
+                           "all first choices, in token order, before any second choice.")
+    # token by token: (token 0, slot 0), (token 0, slot 1), (token 1, slot 0), ...
+    token_major = np.ones_like(got)
+    used = np.zeros(e, int)
+    for t in range(EX2_INDICES.shape[0]):
+        for j in range(EX2_INDICES.shape[1]):
+            token_major[t, j] = used[EX2_INDICES[t, j]] < ex2_capacity()
+            used[EX2_INDICES[t, j]] += 1
+    if np.array_equal(got, token_major):
+        return wrong(name, "that serves the slots token by token; GShard's order serves every token's first "
+                           "choice before any second choice, so a top-1 is never dropped for someone's top-2.")
+    if got.all():
+        return wrong(name, f"nothing dropped? expert 0 is chosen {int((EX2_INDICES == 0).sum())} times but "
+                           f"takes only {ex2_capacity()} slots.")
+    bad = [tuple(map(int, s)) for s in np.argwhere(got != expected)]
+    return wrong(name, f"the slots (token, k) {bad} are wrong; capacity is {ex2_capacity()} slots per expert.")
+
+
+def check_padded_capacity(answer) -> Feedback:
+    """Exercise 3: the buffer rows per expert of the dropless static path for the loads ``EX3_LOAD``."""
+    name = "padded capacity"
+    expected = padded_capacity(int(EX3_LOAD.max()), EX3_TOKENS)
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if isinstance(answer, (int, np.integer)) and not isinstance(answer, bool):
+        if answer == EX3_LOAD.max():
+            return wrong(name, f"{answer} fits the busiest expert, but the path rounds up to a multiple of "
+                               f"{PAD_MULTIPLE} so that a few compiled shapes serve every batch.")
+        if answer == EX3_LOAD.sum() // len(EX3_LOAD):
+            return wrong(name, f"{answer} is the mean load: the busiest expert ({EX3_LOAD.max()}) would not fit, "
+                               "and a dropless path may not drop anything.")
+        if answer == PAD_MULTIPLE * (EX3_LOAD.max() // PAD_MULTIPLE):
+            return wrong(name, f"{answer} is rounded down: {EX3_LOAD.max()} slots would not fit.")
+    return check_number(name, answer, expected, rel=0.0,
+                        hint=f"take the largest load and round it up to a multiple of {PAD_MULTIPLE}.")
+
+
+def check_buffer_rows(answer) -> Feedback:
+    """Exercise 4: rows (padding included) the capacity path multiplies for ``EX4`` (cf 1.25)."""
+    name = "buffer rows"
+    n, e, k, cf = EX4["tokens"], EX4["num_experts"], EX4["top_k"], EX4["capacity_factor"]
+    capacity = math.ceil(cf * n * k / e)
+    expected = e * capacity
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if isinstance(answer, (int, float, np.integer, np.floating)) and not isinstance(answer, bool):
+        if answer == n * k:
+            return wrong(name, f"{answer} is the number of real slots; the buffer has E * C rows, padding "
+                               "included, and all of them go through the batched matmuls.")
+        if answer == capacity:
+            return wrong(name, f"{answer} is C, the rows of one expert; there are {e} experts.")
+        if answer == n * e:
+            return wrong(name, f"{answer} is what the dense path computes (every expert on every token).")
+    return check_number(name, answer, expected, rel=0.0,
+                        hint="rows = num_experts * capacity, capacity = ceil(cf * tokens * top_k / num_experts).")

@@ -1,0 +1,179 @@
+"""The dispatch benchmark: quick mode runs end to end and writes well-formed results; the report helpers
+(table, markdown, plots) work on a results dict. No timing is asserted anywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from benchmarks import moe_bench  # noqa: E402
+from moe_lab import bench_report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.moe_bench", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def test_quick_mode_writes_every_file(quick_run):
+    names = sorted(p.name for p in quick_run.iterdir())
+    assert names == ["RESULTS.md", "breakdown.png", "paths.png", "results.json", "scaling_experts.png",
+                     "scaling_tokens.png"]  # and no leftover temporary file
+    for png in quick_run.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_results_are_well_formed(quick_run):
+    results = bench_report.load_results(quick_run / "results.json")
+    assert results["quick"] is True
+    assert {"cpu", "cores", "mindspore", "numpy", "date"} <= set(results["machine"])
+    assert {"start", "mean", "max", "end"} <= set(results["load_avg_1min"])
+    cfg = results["config"]
+    cases = results["cases"]
+    planned = moe_bench.plan_cases(cfg)["main"]
+    assert [(c["path"], c["mode"], c["pass"], c["tokens"]) for c in cases] == \
+        [(c["path"], c["mode"], c["pass"], c["tokens"]) for c in planned]
+    failed = [(c["path"], c["mode"], c["pass"], c.get("error")) for c in cases if c["status"] != "ok"]
+    assert not failed
+    for c in cases:
+        assert len(c["runs_s"]) == cfg["repeats"] >= 5
+        assert c["median_s"] > 0 and c["tokens_per_s"] > 0
+        if c["tokens"] == cfg["tokens"]:
+            assert c["ratio_to_baseline"] > 0
+        if c["pass"] == "forward" and c["path"] != "ffn":
+            assert c["max_abs_err"] < 1e-4, c  # every path computed the same output
+    # every MoE path ran, PyNative and (where it compiles) under jit
+    seen = {(c["path"], c["mode"]) for c in cases}
+    for path in ("dense", "capacity", "dropless"):
+        assert (path, "jit") in seen and (path, "pynative") in seen
+    assert ("sorted", "jit-bytecode") in seen and ("loop", "pynative") in seen
+    base = [c for c in cases if c["path"] == "ffn" and c["mode"] == "jit"]
+    assert all(c["ratio_to_baseline"] == pytest.approx(1.0) for c in base)
+    assert set(results["speed_target"]) >= {"forward", "forward+backward"}
+    for group in results["scale_tokens"]:
+        assert [c["tokens"] for c in group] == cfg["scale_tokens"]
+        assert all(c["status"] == "ok" for c in group)
+    for group in results["scale_experts"]:
+        assert [c["experts"] for c in group] == cfg["scale_experts"]
+    assert results["breakdown"] and all(b["status"] == "ok" and b["op_ms"] for b in results["breakdown"])
+    md = (quick_run / "RESULTS.md").read_text()
+    assert "QUICK MODE" in md and "| path | mode |" in md and "Speed target" in md
+
+
+def test_bad_repeats_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.moe_bench", "--quick", "--repeats", "3", "--out",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--repeats must be >= 5" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ report helpers on a synthetic results dict
+
+def case(path, mode, passname, tokens, median, **extra):
+    return dict(path=path, mode=mode, tokens=tokens, status="ok", runs_s=[median] * 5, first_call_s=1.0,
+                rss_before_mb=500.0, peak_rss_mb=800.0, **{"pass": passname}, **extra)
+
+
+@pytest.fixture()
+def synthetic():
+    cfg = dict(moe_bench.FULL)
+    cases = [case("ffn", "jit", "forward", 4096, 0.10), case("ffn", "jit", "forward+backward", 4096, 0.40),
+             case("ffn", "pynative", "forward", 4096, 0.20),
+             case("dropless", "jit", "forward", 4096, 0.12), case("dropless", "jit", "forward+backward", 4096, 0.30),
+             case("sorted", "pynative", "forward", 4096, 0.50),
+             dict(path="sorted", mode="jit-bytecode", **{"pass": "forward"}, tokens=4096, status="failed",
+                  error="TypeError: nope"),
+             case("loop", "pynative", "forward", 256, 3.0), case("loop", "pynative", "forward", 1024, 30.0)]
+    results = {"quick": False, "config": cfg, "machine": {"cpu": "Test CPU", "cores": 2, "platform": "x",
+                                                          "python": "3.11", "mindspore": "2.10.0",
+                                                          "numpy": "1.26.4", "date": "2026-01-01 00:00 UTC"},
+               "load_avg_1min": {"start": 0.1, "mean": 0.2, "max": 0.3, "end": 0.1}, "memory_per_case": True,
+               "cases": cases,
+               "scale_tokens": [[case("ffn", "jit", "forward", t, t / 4096 * 0.1) for t in cfg["scale_tokens"]],
+                                [case("dropless", "jit", "forward", t, t / 4096 * 0.12) for t in cfg["scale_tokens"]]],
+               "scale_experts": [[case("dropless", "jit", "forward", 4096, 0.12 + e / 1000, experts=e)
+                                  for e in cfg["scale_experts"]]],
+               "breakdown": [dict(case("dropless", "jit", "forward", 4096, 0.12), kind="breakdown",
+                                  op_ms={"BatchMatMul": 100.0, "ReLU": 8.0, "Gather": 4.0}),
+                             dict(case("ffn", "jit", "forward", 4096, 0.10), kind="breakdown",
+                                  op_ms={"MatMul": 90.0, "ReLU": 8.0})]}
+    return moe_bench.summarise(results)
+
+
+def test_summarise_ratios_and_targets(synthetic):
+    t = synthetic["speed_target"]
+    assert t["forward"]["fastest"] == "dropless jit" and t["forward"]["ratio"] == pytest.approx(1.2)
+    assert not t["forward"]["met"]
+    assert t["forward+backward"]["ratio"] == pytest.approx(0.75) and t["forward+backward"]["met"]
+    assert t["loop"]["tokens"] == 1024 and t["loop"]["speedup"] == pytest.approx(30.0 / (1024 / 4096 * 0.12))
+    assert t["loop"]["met"]
+    assert moe_bench.fastest_compiled(synthetic["cases"], "forward", 4096) == "dropless"
+
+
+def test_results_table(synthetic):
+    rows = {(r["path"], r["mode"], r["tokens"]): r for r in bench_report.results_table(synthetic)}
+    r = rows[("capacity (dropless, padded)", "jit", 4096)]
+    assert r["forward_ms"] == pytest.approx(120) and r["forward_ratio"] == pytest.approx(1.2)
+    assert r["backward_ms"] == pytest.approx(300) and r["backward_ratio"] == pytest.approx(0.75)
+    assert r["forward_tokens_per_s"] == pytest.approx(4096 / 0.12) and r["extra_rss_mb"] == pytest.approx(300)
+    assert rows[("loop", "PyNative", 1024)]["forward_ratio"] is None  # not at the main size
+    assert "TypeError: nope" in rows[("sorted", "jit (bytecode)", 4096)]["note"]
+
+
+def test_results_markdown(synthetic):
+    md = bench_report.results_markdown(synthetic)
+    assert "Test CPU, 2 cores" in md and "MindSpore 2.10.0" in md and "QUICK" not in md
+    assert "ratio **1.20** (target <= 1.0: not met)" in md
+    assert "ratio **0.75** (target <= 1.0: met)" in md
+    assert "**1000x** faster" in md
+    assert "BatchMatMul 100.0" in md
+
+
+def test_load_results_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make bench"):
+        bench_report.load_results(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"config": {}}))
+    with pytest.raises(ValueError, match="machine"):
+        bench_report.load_results(bad)
+    with pytest.raises(ValueError, match="path must be one of"):
+        bench_report.path_label({"config": {"capacity_factor": 1.25}}, "fast")
+
+
+def test_plots(synthetic):
+    fig = bench_report.plot_paths(synthetic)
+    fwd, bwd = fig.axes
+    assert len(fwd.patches) == 4  # ffn jit, ffn pynative, dropless jit, sorted pynative (not the failed one)
+    assert fwd.get_xscale() == "log"
+    plt.close(fig)
+    fig = bench_report.plot_scaling_tokens(synthetic)
+    (ax,) = fig.axes
+    assert len(ax.lines) == 3  # two paths + the loop's measured points
+    assert list(ax.lines[2].get_xdata()) == [256, 1024]
+    plt.close(fig)
+    fig = bench_report.plot_scaling_experts(synthetic)
+    (ax,) = fig.axes
+    assert list(ax.lines[0].get_xdata()) == moe_bench.FULL["scale_experts"]
+    assert ax.lines[1].get_ydata()[0] == pytest.approx(100.0)  # the dense FFN line, in ms
+    plt.close(fig)
+    fig = bench_report.plot_breakdown(synthetic)
+    (ax,) = fig.axes
+    widths = [p.get_width() for p in ax.patches]
+    assert sum(widths) == pytest.approx(100 + 8 + 4 + 90 + 8)
+    plt.close(fig)

@@ -1,0 +1,65 @@
+"""Notebook 02's exercise checkers: the right answers pass, typical wrong answers get a precise hint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moe_lab.capacity import expert_capacity
+from moe_lab.exercises import nb02
+from moe_lab.reference import keep_numpy
+
+
+def test_placeholders_are_unanswered():
+    for check in (nb02.check_capacity, nb02.check_keep_mask, nb02.check_padded_capacity, nb02.check_buffer_rows):
+        for placeholder in (None, ...):
+            fb = check(placeholder)
+            assert not fb and "no answer yet" in fb.message
+
+
+def test_capacity():
+    expected = expert_capacity(1000, 16, 2, 1.25)
+    assert expected == 157
+    assert nb02.check_capacity(157)
+    assert nb02.check_capacity(157.0)
+    for answer, hint in ((156.25, "whole number"), (156, "rounded down"), (79, "forgets top_k"),
+                         (125, "mean load"), (200, "too large"), ("157", "expected a number"), (True, "number")):
+        fb = nb02.check_capacity(answer)
+        assert not fb, answer
+        assert hint in fb.message, (answer, fb.message)
+
+
+def test_keep_mask():
+    good = keep_numpy(nb02.EX2_INDICES, nb02.EX2_WEIGHTS, 3, 0.5, "position")
+    assert nb02.ex2_capacity() == 2
+    assert nb02.check_keep_mask(good)
+    assert nb02.check_keep_mask(good.astype(int).tolist())
+    # the example is built so that the three orders disagree
+    score = keep_numpy(nb02.EX2_INDICES, nb02.EX2_WEIGHTS, 3, 0.5, "score")
+    assert not np.array_equal(good, score)
+    token_major = [[1, 1], [1, 1], [0, 1], [0, 1], [0, 0], [0, 0]]
+    cases = ((score, "score"), (token_major, "token by token"), (np.ones((6, 2)), "nothing dropped"),
+             ([[1, 0]] * 6, "(2, 1)"), ([[1, 0]] * 3, "shape"), ([[2, 0]] * 6, "True (kept)"),
+             ("yes", "expected"))
+    for answer, hint in cases:
+        fb = nb02.check_keep_mask(answer)
+        assert not fb
+        assert hint in fb.message, (answer, fb.message)
+
+
+def test_padded_capacity():
+    assert nb02.check_padded_capacity(320)
+    for answer, hint in ((301, "rounds up to a multiple of 32"), (256, "mean load"), (288, "rounded down"),
+                         (352, "too large"), (300.5, "too small")):
+        fb = nb02.check_padded_capacity(answer)
+        assert not fb
+        assert hint in fb.message, (answer, fb.message)
+
+
+@pytest.mark.parametrize("answer, hint", [(8192, "real slots"), (1280, "is C"), (32768, "dense path"),
+                                          (10000, "too small"), ([10240], "expected a number")])
+def test_buffer_rows(answer, hint):
+    assert nb02.check_buffer_rows(10240)
+    fb = nb02.check_buffer_rows(answer)
+    assert not fb
+    assert hint in fb.message
