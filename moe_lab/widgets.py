@@ -593,8 +593,8 @@ class ModelDashboard(Dashboard):
             loads = np.stack([np.bincount(r.indices[li].reshape(-1), minlength=self.num_experts)
                               for li in range(self.num_layers)])
             cut = " (cut)" if len(text) > self.max_chars else ""
-            viz.plot_text_experts(shown, first, self.num_experts, highlight=highlight, ax=text_ax, width=44,
-                                  max_lines=6, fixed_frame=True,
+            viz.plot_text_experts(shown, first, self.num_experts, highlight=highlight, ax=text_ax, width=48,
+                                  max_lines=8, fixed_frame=True,
                                   title=f"layer {layer}: first-choice expert of each character{cut}")
         else:  # an empty text box is allowed: say what to do instead of failing
             text_ax.axis("off")
