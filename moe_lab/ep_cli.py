@@ -368,7 +368,8 @@ def format_table(result: dict, timings: bool = True, errors: bool = True) -> str
     that the text is the same on every run (what a notebook's checked cell prints).
     """
     c = result["config"]
-    lines = [f"expert parallelism on {result['world_size']} ranks ({result['launcher']}, device {result['device']}): "
+    ranks = f"{result['world_size']} rank{'s' if result['world_size'] != 1 else ''}"
+    lines = [f"expert parallelism on {ranks} ({result['launcher']}, device {result['device']}): "
              f"{c['experts']} experts, top-{c['top_k']}, {c['tokens_per_rank']} tokens per rank, hidden {c['hidden']}, "
              f"{c['dtype']}"]
     for name, s in result["strategies"].items():

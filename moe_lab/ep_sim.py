@@ -12,7 +12,7 @@ Atlas 800T A2 server):
 * every device holds ``tokens`` tokens; each sends ``tokens * top_k`` rows of ``hidden`` values to the
   owners of their experts (dispatch) and gets as many back (combine). A row that stays on its own
   device costs nothing; one to another device of the same node crosses the intra-node links (HCCS on
-  Atlas A2); the rest leaves the node (RoCE). No node-limited routing (DeepSeek-V3) and no hierarchical
+  Atlas A2); the rest leaves the node (network). No node-limited routing (DeepSeek-V3) and no hierarchical
   send (the fused dispatch's "hierarchy" algorithm): these are the plain all-to-all volumes.
 * load imbalance: rows each device's experts process, max / mean (1.0 = perfect).
 
@@ -238,7 +238,7 @@ def fig_volume_vs_ep(eps, tokens: int, hidden: int, top_k: int, *, num_experts: 
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     x = np.arange(len(eps))
     ax.bar(x, intra, color="tab:blue", label="intra-node (HCCS)")
-    ax.bar(x, inter, bottom=intra, color="tab:red", label="inter-node (RoCE)")
+    ax.bar(x, inter, bottom=intra, color="tab:red", label="inter-node (network)")
     ax.set_xticks(x, [f"EP {ep}\n{-(-ep // devices_per_node)} node(s)" for ep in eps])
     ax.set_ylabel("MiB sent per device per layer")
     ax.set_title(f"dispatch + combine, {tokens} tokens/device, top-{top_k}, hidden {hidden}, {dtype}")

@@ -93,6 +93,16 @@ def test_missing_launcher_on_path(capsys, monkeypatch, tmp_path):
         find_launcher("msrun", path=str(tmp_path))
 
 
+def test_default_launcher_falls_back_then_fails(monkeypatch, tmp_path):
+    import importlib.util
+
+    monkeypatch.setattr(ep_cli.sys, "executable", str(tmp_path / "python"))  # no msrun beside it
+    assert find_launcher(path=str(tmp_path)) == [str(tmp_path / "python"), "-m", ep_cli.LAUNCHER_MODULE]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # and no MindSpore either
+    with pytest.raises(FileNotFoundError, match="msrun .* was not found and MindSpore is not installed"):
+        find_launcher(path=str(tmp_path))
+
+
 def test_default_launcher_is_found():
     cmd = find_launcher()
     assert os.path.basename(cmd[0]) == "msrun" or cmd[-1] == ep_cli.LAUNCHER_MODULE

@@ -132,6 +132,14 @@ def test_step_volume_and_row_bytes():
         row_bytes(8, "fp8")
 
 
+def test_sample_expert_counts():
+    q = routing_shares("zipf", 16, 2, skew=1.0, seed=0)
+    a = ep_sim.sample_expert_counts(q, 10_000, seed=3)
+    assert a.sum() == 10_000 and a.shape == (16,)
+    assert a.tolist() == ep_sim.sample_expert_counts(q, 10_000, seed=3).tolist()  # seeded
+    np.testing.assert_allclose(a / 10_000, q, atol=0.02)
+
+
 def test_loads_and_imbalance():
     assert imbalance([1, 1, 1, 1]) == 1.0
     assert imbalance([4, 0, 0, 0]) == 4.0
