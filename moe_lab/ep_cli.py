@@ -382,7 +382,7 @@ def format_table(result: dict, timings: bool = True, errors: bool = True) -> str
                   f"{'AlltoAll KiB':>14}")
         if timings:
             header += f"{'forward ms':>12}{'in comm ms':>12}"
-        lines.append(header)
+        lines.append(f"{header}  rows per expert")
         for row in s["ranks"]:
             first, last = row["experts"]
             line = (f"{row['rank']:>4}  {f'{first}-{last - 1}':<8}{row['rows']:>5}{row['padded_rows']:>7}"
@@ -391,7 +391,7 @@ def format_table(result: dict, timings: bool = True, errors: bool = True) -> str
             if timings:
                 fwd = row["forward_seconds"]
                 line += f"{fwd * 1e3 if fwd is not None else float('nan'):>12.2f}{row['comm_seconds'] * 1e3:>12.2f}"
-            lines.append(line)
+            lines.append(f"{line}  {' '.join(map(str, row['expert_load']))}")
     if timings:
         lines.append(f"job wall time {result['job_seconds']:.1f} s (start-up of {result['world_size'] + 1} "
                      "MindSpore processes included)")

@@ -198,6 +198,9 @@ def test_table_without_timings_is_deterministic_text(job):
     world, result, _ = job
     text = format_table(result, timings=False)
     assert f"expert parallelism on {world} ranks" in text
+    first = result["strategies"]["allgather"]["ranks"][0]
+    assert any(line.startswith("   0  ") and line.endswith("  " + " ".join(map(str, first["expert_load"])))
+               for line in text.splitlines())
     assert "ms" not in text.replace("msrun", "")  # no time in the text the notebook compares
     assert "forward ms" in format_table(result, timings=True)
     assert result["strategies"]["allgather"]["ranks"][0]["forward_seconds"] > 0
