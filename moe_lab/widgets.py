@@ -264,17 +264,20 @@ class Dashboard:
     Subclasses build ``self.controls`` and implement ``figure``; ``_setup`` wires them with
     ``interactive_output``. ``renders`` counts redraws; ``step_through()`` moves every control through
     its range from the kernel side (the notebook's test cell), drawing each figure without sending it.
+    ``quiet=True`` builds a dashboard that draws its figures but never shows them: the copy to step
+    through. (Stepping a *displayed* dashboard makes its sliders jump in the browser, and a browser
+    that lags behind can send a stale slider value back to the kernel after the stepping ended.)
     """
 
     min_height = "480px"
     dpi = 80  # pixels per inch of the redrawn PNG: sharp enough, and fewer pixels to draw and send
     css_class = "moe-dashboard"  # lets a browser test (or a stylesheet) find the dashboard on the page
 
-    def _setup(self, layout) -> None:
+    def _setup(self, layout, quiet: bool = False) -> None:
         import ipywidgets as widgets
 
         self.renders = 0
-        self._quiet = False
+        self._quiet = self.quiet = bool(quiet)
         self.output = widgets.interactive_output(self._draw, self.controls)
         self.output.layout.min_height = self.min_height  # reserve the space: no jump while redrawing
         self.box = widgets.VBox([layout, self.output])
@@ -335,7 +338,7 @@ class Dashboard:
                     self.controls[name].value = v
                 self.controls[name].value = start[name]
         finally:
-            self._quiet = False
+            self._quiet = self.quiet
         for name, v in start.items():
             self.controls[name].value = v
         return self.renders - before
@@ -352,7 +355,7 @@ class RoutingDashboard(Dashboard):
     css_class = "moe-routing-dashboard"
 
     def __init__(self, num_tokens: int = 512, seed: int = 0, heatmap_tokens: int = 48,
-                 figsize: tuple[float, float] = (10.0, 6.0)):
+                 figsize: tuple[float, float] = (10.0, 6.0), quiet: bool = False):
         import ipywidgets as widgets
 
         self.num_tokens = check_int("num_tokens", num_tokens, minimum=8)
@@ -390,7 +393,7 @@ class RoutingDashboard(Dashboard):
         left = widgets.VBox([c["num_experts"], c["top_k"], c["capacity_factor"], c["dropless"]])
         mid = widgets.VBox([c["temperature"], c["noise"], c["skew"]])
         right = widgets.VBox([c["balancing"], c["steps"]])
-        self._setup(widgets.HBox([left, mid, right]))
+        self._setup(widgets.HBox([left, mid, right]), quiet)
 
     def _limit_top_k(self, change) -> None:
         top_k = self.controls["top_k"]
@@ -525,7 +528,7 @@ class ModelDashboard(Dashboard):
     css_class = "moe-model-dashboard"
 
     def __init__(self, model, domain_counts: np.ndarray, *, max_chars: int = 240,
-                 figsize: tuple[float, float] = (10.0, 6.4)):
+                 figsize: tuple[float, float] = (10.0, 6.4), quiet: bool = False):
         import ipywidgets as widgets
 
         from moe_lab.corpus import DOMAINS
@@ -557,7 +560,7 @@ class ModelDashboard(Dashboard):
         self.sample.observe(lambda ch: setattr(self.controls["text"], "value", SAMPLE_TEXTS[ch["new"]]),
                             names="value")
         c = self.controls
-        self._setup(widgets.HBox([widgets.VBox([self.sample, c["layer"], c["expert"]]), c["text"]]))
+        self._setup(widgets.HBox([widgets.VBox([self.sample, c["layer"], c["expert"]]), c["text"]]), quiet)
 
     def control_values(self, name: str, max_values: int | None = None) -> list:
         if name == "text":

@@ -209,6 +209,20 @@ def test_figure_shows_the_simulation(dash):
     assert "after 5 aux steps" in load_ax.get_title()
 
 
+def test_quiet_dashboard_draws_but_never_displays(monkeypatch):
+    shown = []
+    monkeypatch.setattr(widgets, "_show", lambda fig, dpi: shown.append(fig))
+    quiet = widgets.RoutingDashboard(num_tokens=64, quiet=True)
+    assert quiet.renders == 1 and quiet.step_through(max_values=2) > 0 and shown == []
+    loud = widgets.RoutingDashboard(num_tokens=64)
+    loud.controls["skew"].value = 2.0
+    assert len(shown) == 2 and loud.renders == 2
+    loud.step_through(max_values=2)
+    assert len(shown) == 2  # stepping never displays, and the dashboard is loud again afterwards
+    loud.controls["skew"].value = 1.5
+    assert len(shown) == 3
+
+
 def test_mimebundle_has_the_widget_and_a_png_fallback(dash):
     bundle = dash._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
