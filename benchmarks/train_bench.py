@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = {}
     for name, cfg in models:
         moe = time_step(cfg, corpus, steps, repeats)
-        dense = time_step(dataclasses.replace(cfg, num_experts=1, top_k=1, num_groups=1), corpus, steps, repeats)
+        dense = time_step(dataclasses.replace(cfg, num_experts=1, top_k=1), corpus, steps, repeats)
         cases[name] = {
             "config": cfg.to_dict(), "tokens_per_step": cfg.tokens_per_step,
             "moe": moe, "baseline_one_expert": dense,

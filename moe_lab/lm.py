@@ -67,8 +67,10 @@ class LMConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads must divide d_model={self.d_model}, got n_heads={self.n_heads}")
         check_float("lr", self.lr, minimum=0.0, strict=True)
+        # num_groups must divide num_experts only when the group loss is used
         B.check_balance(self.balance, aux_coef=self.aux_coef, z_coef=self.z_coef, bias_rate=self.bias_rate,
-                        group_coef=self.group_coef, num_groups=self.num_groups, num_experts=self.num_experts)
+                        group_coef=self.group_coef, num_groups=self.num_groups,
+                        num_experts=self.num_experts if self.balance == "group" else None)
 
     @property
     def tokens_per_step(self) -> int:
@@ -215,7 +217,8 @@ def lm_losses(model: TinyMoELM, tokens: Tensor, targets: Tensor, aux_coef, group
     loads = ()
     for layer in range(cfg.n_layers):
         bal = bal + aux_coef * B.switch_loss(probs[layer], indices[layer])
-        bal = bal + group_coef * B.group_loss(probs[layer], indices[layer], cfg.num_groups)
+        if cfg.num_experts % cfg.num_groups == 0:  # else the config cannot use balance="group" anyway
+            bal = bal + group_coef * B.group_loss(probs[layer], indices[layer], cfg.num_groups)
         zl = zl + z_coef * B.z_loss(router_logits[layer])
         loads += (B.expert_load(indices[layer], cfg.num_experts),)
     return ce + bal + zl, ce, bal, zl, ops.stack(loads)

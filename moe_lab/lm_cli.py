@@ -31,15 +31,16 @@ CHECKPOINT_CONFIG = LMConfig(context=64, d_model=128, n_layers=2, n_heads=4, ffn
 CHECKPOINT_STEPS = 400
 
 
-def build_summary(model: TinyMoELM, result, corpus, steps: int) -> dict:
+def build_summary(model: TinyMoELM, result, corpus, steps: int, eval_batches: int = 8) -> dict:
     """What the checkpoint learned: losses, loads and specialisation, rounded for a readable JSON."""
     last = max(1, steps // 10)
-    share = domain_expert_share(model, corpus)
+    share = domain_expert_share(model, corpus, batches=max(1, eval_batches // 2))
     return {
         "steps": steps,
         "tokens_seen": steps * model.cfg.tokens_per_step,
         "train_ce_last_10pct": round(float(result.ce[-last:].mean()), 4),
-        "val_ce_per_domain": {k: round(v, 4) for k, v in evaluate(model, corpus).items()},
+        "val_ce_per_domain": {k: round(v, 4) for k, v in evaluate(model, corpus, batches=eval_batches).items()},
+        "val_batches_per_domain": eval_batches,
         "load_share_last_10pct": np.round(result.load[-last:].sum(0) / result.load[-last:].sum((0, 2))[:, None],
                                           4).tolist(),
         "domains": list(DOMAINS),
@@ -56,13 +57,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=CHECKPOINT_STEPS, help="training steps")
     parser.add_argument("--out", default=str(CHECKPOINT_DIR), help="output folder")
     parser.add_argument("--corpus", default=None, help="corpus folder (default data/corpus)")
+    parser.add_argument("--eval-batches", type=int, default=8, help="validation batches per domain")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     steps = check_int("--steps", args.steps, minimum=1)
+    eval_batches = check_int("--eval-batches", args.eval_batches, minimum=1)
     out = Path(args.out)
-    if out.resolve() == CHECKPOINT_DIR.resolve() and steps != CHECKPOINT_STEPS:
-        raise ValueError(f"--steps must be {CHECKPOINT_STEPS} for the shipped checkpoint {CHECKPOINT_DIR.name}, "
-                         f"got {steps}; use --out for a trial run")
+    if out.resolve() == CHECKPOINT_DIR.resolve() and (steps, eval_batches) != (CHECKPOINT_STEPS, 8):
+        raise ValueError(f"--steps must be {CHECKPOINT_STEPS} (and --eval-batches 8) for the shipped checkpoint "
+                         f"{CHECKPOINT_DIR.name}, got {steps}; use --out for a trial run")
     import moe_lab
 
     moe_lab.setup(seed=CHECKPOINT_CONFIG.seed)
@@ -70,7 +73,7 @@ def main(argv: list[str]) -> int:
     model = TinyMoELM(CHECKPOINT_CONFIG)
     start = time.perf_counter()
     result = train(model, corpus, steps, progress=not args.no_progress, desc="checkpoint")
-    summary = build_summary(model, result, corpus, steps)
+    summary = build_summary(model, result, corpus, steps, eval_batches)
     save_checkpoint(model, out, summary)
     print(f"wrote {out} in {time.perf_counter() - start:.0f} s: val loss {summary['val_ce_per_domain']['mean']:.3f} "
           f"nats/byte, {summary['train_tokens_per_second']:.0f} tokens/s")

@@ -75,9 +75,14 @@ def test_train_step_lowers_loss_on_a_fixed_batch(corpus, trained):
     model, trainer = trained
     trainer.reset()
     x, y, _ = corpus.batch("train", TINY.batch_size, TINY.context, np.random.default_rng(0))
+    router_before = model.blocks[0].moe.router.weight.asnumpy().copy()
+    expert_before = model.blocks[1].moe.experts.w_down.asnumpy().copy()
     losses = [trainer.step(x, y)["ce"] for _ in range(6)]
     assert losses[-1] < losses[0] - 0.3
     assert all(np.isfinite(losses))
+    # the language-model loss trains the router (through the combine weights) and the experts
+    assert np.abs(model.blocks[0].moe.router.weight.asnumpy() - router_before).max() > 1e-4
+    assert np.abs(model.blocks[1].moe.experts.w_down.asnumpy() - expert_before).max() > 1e-4
 
 
 def test_reset_restores_weights_and_switches_method(corpus, trained):
@@ -200,6 +205,9 @@ def test_bad_input(corpus, trained):
         lm.LMConfig(num_experts=4, top_k=5)
     with pytest.raises(ValueError, match="n_heads must divide d_model=32"):
         lm.LMConfig(d_model=32, n_heads=3)
+    with pytest.raises(ValueError, match="num_groups must divide num_experts=4, got num_groups=3"):
+        lm.LMConfig(num_experts=4, balance="group", num_groups=3)
+    assert lm.LMConfig(num_experts=1, top_k=1, balance="aux").num_groups == 2  # only "group" needs it
     with pytest.raises(ValueError, match="unknown LMConfig fields"):
         lm.LMConfig.from_dict({**TINY.to_dict(), "dropout": 0.1})
     with pytest.raises(TypeError, match="cfg must be an LMConfig"):
@@ -220,7 +228,7 @@ def test_bad_input(corpus, trained):
 def test_cli_trial_run_and_errors(tmp_path):
     from moe_lab import lm_cli
 
-    assert lm_cli.main(["--steps", "2", "--out", str(tmp_path / "trial"), "--no-progress"]) == 0
+    assert lm_cli.main(["--steps", "2", "--out", str(tmp_path / "trial"), "--no-progress", "--eval-batches", "1"]) == 0
     summary = json.loads((tmp_path / "trial" / "summary.json").read_text())
     assert summary["steps"] == 2 and set(summary["val_ce_per_domain"]) == set(DOMAINS) | {"mean"}
     assert lm.load_checkpoint(tmp_path / "trial", expected=CHECKPOINT_CONFIG).cfg == CHECKPOINT_CONFIG
