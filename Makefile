@@ -26,11 +26,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's Chromium for the real-browser tests (Playwright cannot download a browser here).
+# Debian's Chromium for the real-browser tests (Playwright cannot download a browser here), and a CJK
+# font so the Chinese part of the corpus renders in plots and in the browser.
 browser:
 	@if [ -x /usr/bin/chromium ]; then true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core fonts-wqy-microhei >/dev/null; \
 	else echo "note: /usr/bin/chromium is missing and apt-get needs root: the browser tests will be skipped"; fi
 
 lab: install
