@@ -48,22 +48,33 @@ def test_quick_results_are_well_formed(quick_run):
     planned = moe_bench.plan_cases(cfg)["main"]
     assert [(c["path"], c["mode"], c["pass"], c["tokens"]) for c in cases] == \
         [(c["path"], c["mode"], c["pass"], c["tokens"]) for c in planned]
-    failed = [(c["path"], c["mode"], c["pass"], c.get("error")) for c in cases if c["status"] != "ok"]
+    failed = [(c["path"], c["mode"], c["pass"], c.get("error")) for c in cases
+              if c["status"] != "ok" and not c.get("attempt")]
     assert not failed
+    # the host-synced paths under ast jit: MindSpore refuses them, and the reason is recorded
+    attempts = {c["path"]: c for c in cases if c.get("attempt")}
+    assert set(attempts) == {"sorted", "loop"}
+    for c in attempts.values():
+        assert c["status"] in ("ok", "not compiled") and (c["status"] == "ok" or c["error"])
     for c in cases:
+        if c.get("attempt"):
+            continue
         assert len(c["runs_s"]) == cfg["repeats"] >= 5
         assert c["median_s"] > 0 and c["tokens_per_s"] > 0
         if c["tokens"] == cfg["tokens"]:
             assert c["ratio_to_baseline"] > 0
-        if c["pass"] == "forward" and c["path"] != "ffn":
+        if c["pass"] == "forward" and c["path"] in moe_bench.MOE_PATHS:
             assert c["max_abs_err"] < 1e-4, c  # every path computed the same output
     # every MoE path ran, PyNative and (where it compiles) under jit
     seen = {(c["path"], c["mode"]) for c in cases}
     for path in ("dense", "capacity", "dropless"):
         assert (path, "jit") in seen and (path, "pynative") in seen
     assert ("sorted", "jit-bytecode") in seen and ("loop", "pynative") in seen
-    base = [c for c in cases if c["path"] == "ffn" and c["mode"] == "jit"]
-    assert all(c["ratio_to_baseline"] == pytest.approx(1.0) for c in base)
+    assert {("ffn", "jit"), ("ffn_nn", "jit"), ("ffn", "pynative"), ("ffn_nn", "pynative")} <= seen
+    for passname, base in results["baseline"].items():  # the faster of the two dense FFNs under jit
+        ffn = [c for c in cases if c["path"] in ("ffn", "ffn_nn") and c["mode"] == "jit" and c["pass"] == passname]
+        assert len(ffn) == 2 and min(c["median_s"] for c in ffn) == base["median_s"]
+        assert sorted(c["ratio_to_baseline"] for c in ffn)[0] == pytest.approx(1.0)
     assert set(results["speed_target"]) >= {"forward", "forward+backward"}
     for group in results["scale_tokens"]:
         assert [c["tokens"] for c in group] == cfg["scale_tokens"]
@@ -94,6 +105,7 @@ def case(path, mode, passname, tokens, median, **extra):
 def synthetic():
     cfg = dict(moe_bench.FULL)
     cases = [case("ffn", "jit", "forward", 4096, 0.10), case("ffn", "jit", "forward+backward", 4096, 0.40),
+             case("ffn_nn", "jit", "forward", 4096, 0.11), case("ffn_nn", "jit", "forward+backward", 4096, 0.35),
              case("ffn", "pynative", "forward", 4096, 0.20),
              case("dropless", "jit", "forward", 4096, 0.12), case("dropless", "jit", "forward+backward", 4096, 0.30),
              case("sorted", "pynative", "forward", 4096, 0.50),
@@ -120,7 +132,9 @@ def test_summarise_ratios_and_targets(synthetic):
     t = synthetic["speed_target"]
     assert t["forward"]["fastest"] == "dropless jit" and t["forward"]["ratio"] == pytest.approx(1.2)
     assert not t["forward"]["met"]
-    assert t["forward+backward"]["ratio"] == pytest.approx(0.75) and t["forward+backward"]["met"]
+    assert t["forward+backward"]["ratio"] == pytest.approx(0.30 / 0.35) and t["forward+backward"]["met"]
+    assert t["forward"]["baseline"] == "ffn" and t["forward+backward"]["baseline"] == "ffn_nn"
+    assert synthetic["baseline"]["forward+backward"] == {"path": "ffn_nn", "median_s": 0.35}
     assert t["loop"]["tokens"] == 1024 and t["loop"]["speedup"] == pytest.approx(30.0 / (1024 / 4096 * 0.12))
     assert t["loop"]["met"]
     assert moe_bench.fastest_compiled(synthetic["cases"], "forward", 4096) == "dropless"
@@ -130,17 +144,17 @@ def test_results_table(synthetic):
     rows = {(r["path"], r["mode"], r["tokens"]): r for r in bench_report.results_table(synthetic)}
     r = rows[("capacity (dropless, padded)", "jit", 4096)]
     assert r["forward_ms"] == pytest.approx(120) and r["forward_ratio"] == pytest.approx(1.2)
-    assert r["backward_ms"] == pytest.approx(300) and r["backward_ratio"] == pytest.approx(0.75)
+    assert r["backward_ms"] == pytest.approx(300) and r["backward_ratio"] == pytest.approx(0.30 / 0.35)
     assert r["forward_tokens_per_s"] == pytest.approx(4096 / 0.12) and r["extra_rss_mb"] == pytest.approx(300)
     assert rows[("loop", "PyNative", 1024)]["forward_ratio"] is None  # not at the main size
-    assert "TypeError: nope" in rows[("sorted", "jit (bytecode)", 4096)]["note"]
+    assert rows[("sorted", "jit (bytecode)", 4096)]["note"] == "failed (forward): TypeError: nope"
 
 
 def test_results_markdown(synthetic):
     md = bench_report.results_markdown(synthetic)
     assert "Test CPU, 2 cores" in md and "MindSpore 2.10.0" in md and "QUICK" not in md
     assert "ratio **1.20** (target <= 1.0: not met)" in md
-    assert "ratio **0.75** (target <= 1.0: met)" in md
+    assert "vs dense FFN (nn.Dense) jit 350.0 ms: ratio **0.86** (target <= 1.0: met)" in md
     assert "**1000x** faster" in md
     assert "BatchMatMul 100.0" in md
 
@@ -159,7 +173,8 @@ def test_load_results_errors(tmp_path):
 def test_plots(synthetic):
     fig = bench_report.plot_paths(synthetic)
     fwd, bwd = fig.axes
-    assert len(fwd.patches) == 4  # ffn jit, ffn pynative, dropless jit, sorted pynative (not the failed one)
+    assert len(fwd.patches) == 5  # 2 ffn jit, ffn pynative, dropless jit, sorted pynative (not the failed one)
+    assert fwd.lines[0].get_xdata()[0] == pytest.approx(100.0)  # the baseline line, in ms
     assert fwd.get_xscale() == "log"
     plt.close(fig)
     fig = bench_report.plot_scaling_tokens(synthetic)
