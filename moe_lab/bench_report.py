@@ -72,14 +72,31 @@ def baseline(results: dict, passname: str) -> tuple[str, float] | None:
     return min(found, key=lambda f: f[1]) if found else None
 
 
+def case_ratio(results: dict, case: dict) -> float | None:
+    """Time of ``case`` / time of the faster dense FFN (jit, same pass), or None if not comparable.
+
+    Cases timed together with the baselines (``baseline_runs_s``: calls alternated in one process) use
+    those paired timings, which a change of machine load during the run affects equally; other cases
+    at the main size use the baseline cases of the run.
+    """
+    med = _median(case)
+    if med is None:
+        return None
+    paired = case.get("baseline_runs_s")
+    if paired:
+        return med / min(float(np.median(v)) for v in paired.values())
+    base = baseline(results, case["pass"])
+    if base and case["tokens"] == results["config"]["tokens"]:
+        return med / base[1]
+    return None
+
+
 def results_table(results: dict) -> list[dict]:
     """One row per (path, mode, tokens) of the main cases, forward and forward+backward side by side.
 
     Keys: ``path, mode, tokens, forward_ms, forward_ratio, forward_tokens_per_s, backward_ms``
     (forward+backward), ``backward_ratio, peak_rss_mb, extra_rss_mb, note``. Missing values are None.
     """
-    base = {p: baseline(results, p)[1] for p in PASSES if baseline(results, p)}
-    main_tokens = results["config"]["tokens"]
     rows: dict[tuple, dict] = {}
     for c in results["cases"]:
         key = (c["path"], c["mode"], c["tokens"])
@@ -93,8 +110,7 @@ def results_table(results: dict) -> list[dict]:
             row["note"] = (row["note"] + f" {c.get('status', 'failed')} ({c['pass']}): {c.get('error', '')}").strip()
             continue
         row[f"{prefix}_ms"] = med * 1e3
-        if c["tokens"] == main_tokens and base.get(c["pass"]):
-            row[f"{prefix}_ratio"] = med / base[c["pass"]]
+        row[f"{prefix}_ratio"] = case_ratio(results, c)
         if c["pass"] == "forward":
             row["forward_tokens_per_s"] = c["tokens"] / med
             if results.get("memory_per_case", False):
@@ -128,7 +144,8 @@ def results_markdown(results: dict) -> str:
         f"{cfg['activation']}: exactly the MoE's active matmul FLOPs "
         f"(2 x {cfg['top_k']} x 2·H·F = 2 x 2·H·(K·F)); the router adds 2·H·E per token",
         f"- Each time is the median of {cfg['repeats']} runs after warm-up; ratio = time / the faster of the two "
-        "dense FFNs under jit (same pass, same run); memory = peak RSS of the case's own process, and its "
+        "dense FFNs under jit (same pass), timed call for call alternately with the case in its process "
+        "(so that a change of load hits both); memory = peak RSS of the case's own process, and its "
         "increase over the RSS after building the model and inputs"
         + ("" if results.get("memory_per_case") else " (not per case here)"),
         "",

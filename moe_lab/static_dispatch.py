@@ -20,6 +20,14 @@ Dropless layers need a capacity too: ``padded_capacity`` takes the largest exper
 rounded up to a multiple of ``PAD_MULTIPLE`` rows, so that only a few shapes are ever compiled and no
 slot is dropped. At 4096 tokens, 8 experts, top-2 the largest load is about 1.06x the mean: ~6%
 padded rows, against 25% for a fixed ``capacity_factor=1.25``.
+
+Choices measured on the course's 2-core CPU (MindSpore 2.10, ``benchmarks/``):
+
+* one ``ops.bmm`` over ``[E, C, H]`` beats eight per-expert matmuls on exact-size blocks (sliced weights
+  and eight graph launches cost more than the few padded rows save);
+* the combine as a batched ``[1, K] x [K, H]`` product per token is several times faster than a
+  broadcast multiply followed by a sum over K (a reduction over a middle axis is slow on CPU);
+* slicing big tensors inside a graph (``StridedSlice``) is slow on CPU: the path uses gathers and reshapes.
 """
 
 from __future__ import annotations

@@ -63,6 +63,8 @@ def test_quick_results_are_well_formed(quick_run):
         assert c["median_s"] > 0 and c["tokens_per_s"] > 0
         if c["tokens"] == cfg["tokens"]:
             assert c["ratio_to_baseline"] > 0
+            assert set(c["baseline_runs_s"]) == {"ffn", "ffn_nn"}  # timed alternately with the case
+            assert all(len(v) == cfg["repeats"] for v in c["baseline_runs_s"].values())
         if c["pass"] == "forward" and c["path"] in moe_bench.MOE_PATHS:
             assert c["max_abs_err"] < 1e-4, c  # every path computed the same output
     # every MoE path ran, PyNative and (where it compiles) under jit
@@ -74,7 +76,6 @@ def test_quick_results_are_well_formed(quick_run):
     for passname, base in results["baseline"].items():  # the faster of the two dense FFNs under jit
         ffn = [c for c in cases if c["path"] in ("ffn", "ffn_nn") and c["mode"] == "jit" and c["pass"] == passname]
         assert len(ffn) == 2 and min(c["median_s"] for c in ffn) == base["median_s"]
-        assert sorted(c["ratio_to_baseline"] for c in ffn)[0] == pytest.approx(1.0)
     assert set(results["speed_target"]) >= {"forward", "forward+backward"}
     for group in results["scale_tokens"]:
         assert [c["tokens"] for c in group] == cfg["scale_tokens"]
@@ -138,6 +139,16 @@ def test_summarise_ratios_and_targets(synthetic):
     assert t["loop"]["tokens"] == 1024 and t["loop"]["speedup"] == pytest.approx(30.0 / (1024 / 4096 * 0.12))
     assert t["loop"]["met"]
     assert moe_bench.fastest_compiled(synthetic["cases"], "forward", 4096) == "dropless"
+
+
+def test_paired_ratio_uses_the_alternated_baseline_runs(synthetic):
+    c = case("capacity", "jit", "forward", 4096, 0.2, baseline_runs_s={"ffn": [0.4] * 5, "ffn_nn": [0.25] * 5})
+    assert bench_report.case_ratio(synthetic, c) == pytest.approx(0.2 / 0.25)  # not the run's 0.10 baseline
+    synthetic["cases"].append(c)
+    t = moe_bench.summarise(synthetic)["speed_target"]["forward"]
+    assert t["fastest"] == "capacity jit" and t["paired"] and t["baseline"] == "ffn_nn"
+    assert t["ratio"] == pytest.approx(0.8) and t["met"] and t["baseline_s"] == pytest.approx(0.25)
+    assert bench_report.case_ratio(synthetic, case("loop", "pynative", "forward", 1024, 30.0)) is None
 
 
 def test_results_table(synthetic):
