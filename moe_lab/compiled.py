@@ -12,7 +12,7 @@ Why not simply ``mindspore.jit(layer)``? Two reasons, both about graph mode:
   fallback: the dtypes and shapes of its fields are then unknown at compile time, so ops that need
   them (``ops.arange`` in the capacity mask) fail to compile, and, worse, gradients do not flow through
   it (``jit`` of ``value_and_grad(layer(x))`` returns all-zero gradients, silently; measured on
-  MindSpore 2.10). ``route_tensors`` computes the same routing as plain tensors.
+  MindSpore 2.10). ``MoELayer.route_tensors`` computes the same routing as plain tensors.
 * A dropless layer has no capacity, but the static path needs one. It is read on the host from the
   routing (``padded_capacity``): one small sync, then the graph compiled for that capacity runs
   (MindSpore caches one graph per capacity value; rounding keeps the number of values small).
@@ -25,36 +25,11 @@ import numpy as np
 from mindspore import Tensor, ops
 
 from moe_lab._checks import check_choice
-from moe_lab.capacity import expert_capacity, keep_mask
+from moe_lab.capacity import expert_capacity
+from moe_lab.dispatch import dense_moe
 from moe_lab.static_dispatch import capacity_moe, padded_capacity
 
 COMPILED_DISPATCH = ("capacity", "dense")
-
-
-def route_tensors(layer, rows: Tensor, indices: Tensor | None = None):
-    """The layer's routing of ``rows [N, H]`` as plain tensors ``(logits, probs, indices, weights, keep)``.
-
-    Computes what ``layer.route`` computes (``TopKRouter.construct`` + the capacity mask; the tests
-    check they agree), without the ``Routing`` dataclass, so it compiles. When ``indices`` are given
-    the top-k choice is taken from them (the combine weights are still computed, with gradients).
-    """
-    router = layer.router
-    logits = ops.matmul(rows, router.weight)
-    probs = ops.softmax(logits, -1)
-    if indices is None:
-        # the selection bias shifts which experts are chosen, not their weights (notebook 03)
-        _, indices = ops.topk(probs + router.selection_bias, router.top_k)
-    indices = indices.astype(ms.int32)
-    weights = ops.gather_elements(probs, 1, indices)
-    if router.normalize:
-        weights = weights / weights.sum(-1, keepdims=True)
-    capacity = expert_capacity(rows.shape[0], layer.num_experts, layer.top_k, layer.capacity_factor)
-    if capacity is None:
-        keep = ops.ones(indices.shape, ms.bool_)
-    else:
-        keep = keep_mask(indices, weights, layer.num_experts, capacity, layer.drop_policy)
-        weights = weights * keep.astype(weights.dtype)
-    return logits, probs, indices, weights, keep
 
 
 def _forward(layer, dispatch: str, x: Tensor, indices: Tensor | None, weights: Tensor | None,
@@ -66,15 +41,12 @@ def _forward(layer, dispatch: str, x: Tensor, indices: Tensor | None, weights: T
     """
     rows = x.reshape(-1, layer.hidden_size)
     if weights is None:
-        _, _, indices, weights, keep = route_tensors(layer, rows, indices)
+        _, _, indices, weights, keep = layer.route_tensors(rows, indices)
     else:
         keep = ops.ones(indices.shape, ms.bool_)
     experts = layer.experts
     if dispatch == "dense":
-        # dispatch_dense's computation, on tensors: a Routing built inside the graph would cut the gradients
-        one_hot = ops.one_hot(indices, layer.num_experts, ops.ones((), rows.dtype), ops.zeros((), rows.dtype))
-        gate = (one_hot * weights.astype(rows.dtype).expand_dims(-1)).sum(1)
-        out = (gate.T.expand_dims(-1) * experts.all_experts(rows)).sum(0)
+        out = dense_moe(rows, indices, weights, experts)
     else:
         layer_capacity = expert_capacity(rows.shape[0], layer.num_experts, layer.top_k, layer.capacity_factor)
         if layer_capacity is not None:
@@ -105,7 +77,7 @@ class CompiledMoE:
         self.last_capacity: int | None = None
 
         def route(x):
-            _, _, indices, weights, _ = route_tensors(layer, x.reshape(-1, layer.hidden_size))
+            _, _, indices, weights, _ = layer.route_tensors(x.reshape(-1, layer.hidden_size))
             return indices, weights
 
         def forward(x, indices, weights, capacity):

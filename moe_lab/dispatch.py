@@ -38,17 +38,25 @@ def dispatch_loop(x: Tensor, routing: Routing, experts: Experts) -> Tensor:
     return ops.concat(rows, 0)
 
 
-def combine_matrix(routing: Routing) -> Tensor:
+def combine_matrix(indices: Tensor, weights: Tensor, num_experts: int) -> Tensor:
     """The sparse gate as a dense ``[N, E]`` matrix: ``G[t, e]`` = weight of expert e for token t."""
-    one_hot = ops.one_hot(routing.indices, routing.num_experts, Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
-    return (one_hot * routing.weights.expand_dims(-1)).sum(1)
+    one_hot = ops.one_hot(indices, num_experts, Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
+    return (one_hot * weights.astype(ms.float32).expand_dims(-1)).sum(1)
+
+
+def dense_moe(x: Tensor, indices: Tensor, weights: Tensor, experts: Experts) -> Tensor:
+    """Every expert on every token (``[E, N, hidden]``), then ``out = sum_e G[:, e] * y_e``.
+
+    Plain tensors in and out, static shapes: compiles under ``mindspore.jit``, gradients included.
+    """
+    y_all = experts.all_experts(x)
+    gate = combine_matrix(indices, weights, experts.num_experts).astype(x.dtype)
+    return (gate.T.expand_dims(-1) * y_all).sum(0)
 
 
 def dispatch_dense(x: Tensor, routing: Routing, experts: Experts) -> Tensor:
-    """Every expert on every token (``[E, N, hidden]``), then ``out = sum_e G[:, e] * y_e``."""
-    y_all = experts.all_experts(x)
-    gate = combine_matrix(routing).astype(x.dtype)
-    return (gate.T.expand_dims(-1) * y_all).sum(0)
+    """The ``"dense"`` path: ``dense_moe`` on the routing's indices and (capacity-masked) weights."""
+    return dense_moe(x, routing.indices, routing.weights, experts)
 
 
 def dispatch_sorted(x: Tensor, routing: Routing, experts: Experts) -> Tensor:

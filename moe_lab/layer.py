@@ -12,12 +12,12 @@ trained in notebook 03.
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from moe_lab._checks import check_choice, check_float, check_int
 from moe_lab.backend import current_backend
 from moe_lab.capacity import DROP_POLICIES, expert_capacity, keep_mask
-from moe_lab.dispatch import DISPATCH
+from moe_lab.dispatch import DISPATCH, dense_moe
 from moe_lab.expert import ACTIVATIONS, Experts
 from moe_lab.router import Routing, TopKRouter
 
@@ -78,27 +78,43 @@ class MoELayer(nn.Cell):
             raise ValueError(f"x's last dimension must be hidden_size={self.hidden_size}, got shape {x.shape}")
         return x.reshape(-1, self.hidden_size)
 
-    def _route_rows(self, rows: Tensor) -> Routing:
-        routing = self.router(rows)
+    def route_tensors(self, rows: Tensor, indices: Tensor | None = None):
+        """Routing of ``rows [N, hidden]`` with capacity applied, as plain tensors
+        ``(logits, probs, indices, weights, keep)``: the one routing implementation, safe to compile."""
+        logits, probs, indices, weights = self.router.route_tensors(rows, indices)
         capacity = expert_capacity(rows.shape[0], self.num_experts, self.top_k, self.capacity_factor)
-        if capacity is not None:
-            routing.keep = keep_mask(routing.indices, routing.weights, self.num_experts, capacity, self.drop_policy)
-            routing.weights = routing.weights * routing.keep.astype(routing.weights.dtype)
-            routing.capacity = capacity
-        return routing
+        if capacity is None:
+            keep = ops.ones(indices.shape, ms.bool_)
+        else:
+            keep = keep_mask(indices, weights, self.num_experts, capacity, self.drop_policy)
+            weights = weights * keep.astype(weights.dtype)
+        return logits, probs, indices, weights, keep
 
     def route(self, x: Tensor) -> Routing:
         """The routing decision for ``x`` (flattened to ``[tokens, hidden]``), capacity applied."""
-        return self._route_rows(self._flatten(x))
+        rows = self._flatten(x)
+        capacity = expert_capacity(rows.shape[0], self.num_experts, self.top_k, self.capacity_factor)
+        return Routing(*self.route_tensors(rows), capacity=capacity)
 
     def forward(self, x: Tensor, dispatch: str | None = None) -> tuple[Tensor, Routing]:
-        """Output and routing together (the balancing losses of notebook 03 need both)."""
+        """Output and the ``Routing`` report together, for eager code (plots, notebook 03's metrics)."""
         dispatch = self.default_dispatch if dispatch is None else dispatch
         check_choice("dispatch", dispatch, tuple(DISPATCH))
-        rows = self._flatten(x)
-        routing = self._route_rows(rows)
-        out = DISPATCH[dispatch](rows, routing, self.experts)
+        routing = self.route(x)
+        out = DISPATCH[dispatch](self._flatten(x), routing, self.experts)
         return out.reshape(x.shape), routing
 
+    def forward_tensors(self, x: Tensor):
+        """The ``"dense"`` path with its routing as plain tensors: ``(out, logits, probs, indices, weights,
+        keep)``. Use it (or ``layer(x, dispatch="dense")``) in code compiled by ``mindspore.jit``: a
+        ``Routing`` dataclass inside a compiled graph loses its gradients in MindSpore 2.10 (measured)."""
+        rows = self._flatten(x)
+        logits, probs, indices, weights, keep = self.route_tensors(rows)
+        out = dense_moe(rows, indices, weights, self.experts)
+        return out.reshape(x.shape), logits, probs, indices, weights, keep
+
     def construct(self, x: Tensor, dispatch: str | None = None) -> Tensor:
+        dispatch = self.default_dispatch if dispatch is None else dispatch
+        if dispatch == "dense":  # plain tensors all the way: compiles under mindspore.jit with gradients
+            return self.forward_tensors(x)[0]
         return self.forward(x, dispatch)[0]

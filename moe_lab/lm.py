@@ -137,33 +137,9 @@ class Block(nn.Cell):
 
     def construct(self, x):
         x = x + self.attn(self.norm1(x))
-        y, logits, probs, indices, weights = moe_dense(self.moe, self.norm2(x))
+        # forward_tensors: the dense path with its routing as plain tensors (compiles, with gradients)
+        y, logits, probs, indices, weights, _ = self.moe.forward_tensors(self.norm2(x))
         return x + y, logits, probs, indices, weights
-
-
-def moe_dense(layer: MoELayer, x: Tensor):
-    """``layer.forward(x, dispatch="dense")`` (dropless) with the routing returned as plain tensors.
-
-    Same parameters and same arithmetic as ``TopKRouter`` + ``dispatch_dense`` (a test checks it
-    against ``layer.forward``). Why not call ``layer.forward``: under ``ms.jit`` (MindSpore 2.10, CPU),
-    the ``Routing`` dataclass it returns is built by the interpreter fallback, its tensors get dynamic
-    shapes, and a second MoE layer fed by the first then fails to compile ("Unsupported op
-    [IsDimUnKnown] on CPU"). Returns ``(y, router_logits, probs, indices, weights)``; ``y`` has
-    ``x``'s shape, the others are ``[tokens, E]`` or ``[tokens, K]``.
-    """
-    router, experts = layer.router, layer.experts
-    rows = x.reshape(-1, layer.hidden_size)
-    logits = ops.matmul(rows, router.weight)
-    probs = ops.softmax(logits, -1)
-    _, indices = ops.topk(probs + router.selection_bias, layer.top_k)  # the bias only picks experts
-    weights = ops.gather_elements(probs, 1, indices)
-    if router.normalize:
-        weights = weights / weights.sum(-1, keepdims=True)
-    indices = indices.astype(ms.int32)
-    one_hot = ops.one_hot(indices, layer.num_experts, Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
-    gate = (one_hot * weights.expand_dims(-1)).sum(1)                       # [tokens, E]
-    y = (gate.T.expand_dims(-1) * experts.all_experts(rows)).sum(0)          # every expert, every token
-    return y.reshape(x.shape), logits, probs, indices, weights
 
 
 class TinyMoELM(nn.Cell):

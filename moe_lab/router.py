@@ -18,7 +18,9 @@ from moe_lab.expert import init_weight
 
 @dataclass
 class Routing:
-    """The routing decision for ``N`` tokens (all tensors are MindSpore tensors).
+    """The routing decision for ``N`` tokens, as a report (all tensors are MindSpore tensors).
+
+    Built by ``MoELayer.route`` in eager (PyNative) code; compiled code uses plain tuples instead.
 
     logits  [N, E]  router scores ``x @ W_router``
     probs   [N, E]  softmax of the logits (what the auxiliary losses use)
@@ -77,14 +79,25 @@ class TopKRouter(nn.Cell):
         self.selection_bias = Parameter(Tensor(np.zeros(num_experts, np.float32)), name="selection_bias",
                                         requires_grad=False)
 
-    def construct(self, x: Tensor) -> Routing:
-        """Route rows ``x [N, hidden]``; returns a dropless ``Routing``."""
+    def route_tensors(self, x: Tensor, indices: Tensor | None = None):
+        """Route rows ``x [N, hidden]``: the plain tuple ``(logits, probs, indices, weights)``.
+
+        Plain tensors, not a ``Routing``: inside a graph compiled by ``mindspore.jit``, MindSpore 2.10
+        silently cuts the gradients of tensors carried by a dataclass or NamedTuple (measured), so code
+        that may be compiled uses this. Given ``indices``, the top-k choice is taken from them (the
+        weights are still computed, with their gradient).
+        """
         logits = ops.matmul(x, self.weight)
         probs = ops.softmax(logits, -1)
-        _, indices = ops.topk(probs + self.selection_bias, self.top_k)
+        if indices is None:
+            _, indices = ops.topk(probs + self.selection_bias, self.top_k)
+        indices = indices.astype(ms.int32)
         weights = ops.gather_elements(probs, 1, indices)
         if self.normalize:
             weights = weights / weights.sum(-1, keepdims=True)
-        keep = ops.ones(indices.shape, dtype=ms.bool_)
-        return Routing(logits, probs, indices.astype(ms.int32), weights, keep)
+        return logits, probs, indices, weights
 
+    def construct(self, x: Tensor) -> Routing:
+        """Route rows ``x [N, hidden]``; returns a dropless ``Routing`` report (eager code, plots)."""
+        logits, probs, indices, weights = self.route_tensors(x)
+        return Routing(logits, probs, indices, weights, ops.ones(indices.shape, ms.bool_))

@@ -163,6 +163,34 @@ def test_layer_compiles_with_jit_dense(make_x):
     np.testing.assert_allclose(forward(x).asnumpy(), layer(x, dispatch="sorted").asnumpy(), atol=1e-5)
 
 
+def test_compiled_gradients_equal_eager_gradients_through_two_layers(make_x):
+    """Training compiles the layer: its gradients must equal eager ones, for router and experts, even
+    with two layers stacked and the routing probabilities in the loss (a ``Routing`` dataclass inside a
+    compiled graph would silently zero them in MindSpore 2.10)."""
+
+    class TwoLayers(ms.nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = MoELayer(8, 12, 4, 2, seed=19), MoELayer(8, 12, 4, 2, seed=20)
+
+        def construct(self, x):
+            y, _, probs, _, _, _ = self.a.forward_tensors(x)
+            return (self.b(y, "dense") ** 2).sum() + (probs ** 2).sum()
+
+    model = TwoLayers()
+    params = model.trainable_params()
+    grad_fn = ms.grad(model, grad_position=None, weights=params)
+
+    @ms.jit
+    def compiled(x):
+        return grad_fn(x)
+
+    x = make_x(6, 8, seed=21)
+    for p, eager, jitted in zip(params, grad_fn(x), compiled(x), strict=True):
+        assert np.abs(eager.asnumpy()).sum() > 0, p.name
+        np.testing.assert_allclose(jitted.asnumpy(), eager.asnumpy(), atol=1e-5, err_msg=p.name)
+
+
 # ---- bad input: each error names the argument, its value and what is allowed ----
 
 @pytest.mark.parametrize("kwargs, error, words", [

@@ -57,13 +57,13 @@ def test_causal_attention_ignores_the_future():
 
 
 @pytest.mark.parametrize("top_k,bias", [(1, False), (2, False), (2, True)])
-def test_moe_dense_equals_layer_dense_and_numpy_reference(make_x, top_k, bias):
+def test_forward_tensors_equals_layer_forward_and_numpy_reference(make_x, top_k, bias):
     layer = MoELayer(16, 24, 4, top_k, seed=5)
     if bias:  # the selection bias changes which experts are chosen, not their weights
         layer.router.selection_bias.set_data(Tensor(np.array([0.3, -0.2, 0.0, 0.1], np.float32)))
     x = make_x(2, 5, 16)
-    y, logits, probs, indices, weights = lm.moe_dense(layer, x)
-    want, routing = layer.forward(x, dispatch="dense")
+    y, logits, probs, indices, weights, keep = layer.forward_tensors(x)
+    want, routing = layer.forward(x, dispatch="sorted")
     assert y.shape == x.shape
     assert np.allclose(y.asnumpy(), want.asnumpy(), atol=1e-5)
     assert np.array_equal(indices.asnumpy(), routing.indices.asnumpy())

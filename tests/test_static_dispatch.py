@@ -8,7 +8,7 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 import moe_lab
-from moe_lab.compiled import CompiledMoE, mean_square, route_tensors
+from moe_lab.compiled import CompiledMoE, mean_square
 from moe_lab.layer import MoELayer
 from moe_lab.reference import layer_forward_numpy
 from moe_lab.static_dispatch import (
@@ -129,20 +129,6 @@ def test_capacity_moe_compiles_with_jit():
 
 
 # ------------------------------------------------------------------ the compiled layer
-
-def test_route_tensors_matches_layer_route():
-    for cf, policy in ((None, "position"), (0.5, "position"), (0.5, "score")):
-        layer = MoELayer(16, 32, 4, 2, capacity_factor=cf, drop_policy=policy, seed=2)
-        layer.router.selection_bias.set_data(Tensor(np.array([0.3, 0, 0, -0.1], np.float32)))
-        x = rand(25, 16, seed=3)
-        want = layer.route(x)
-        logits, probs, indices, weights, keep = route_tensors(layer, x)
-        np.testing.assert_array_equal(indices.asnumpy(), want.indices.asnumpy())
-        np.testing.assert_array_equal(keep.asnumpy(), want.keep.asnumpy())
-        np.testing.assert_allclose(weights.asnumpy(), want.weights.asnumpy(), atol=1e-7)
-        np.testing.assert_allclose(probs.asnumpy(), want.probs.asnumpy(), atol=1e-7)
-        np.testing.assert_allclose(logits.asnumpy(), want.logits.asnumpy(), atol=1e-7)
-
 
 @pytest.mark.parametrize("dispatch", ["capacity", "dense"])
 @pytest.mark.parametrize("cf", [None, 0.75])
