@@ -5,7 +5,7 @@ Introduced in notebook 07 (``moe_lab.setup`` calls ``detect_backend()`` from not
 Why detection and not ``try: <Ascend op> except: <CPU path>``: on a CPU MindSpore's Ascend-only MoE
 operators import fine, then either fail *late* (the error surfaces at the next unrelated op and poisons
 it) or, like ``GroupedMatmul``, return an empty tuple without any error (measured:
-``../shared/notes/ascend-ops.md`` section 1.4). So the backend is chosen before any such op is called:
+measured with MindSpore 2.10 on CPU; notebook 07). So the backend is chosen before any such op is called:
 
 1. ``MOE_LAB_BACKEND`` = ``auto`` (default), ``cpu`` or ``ascend``;
 2. cheap host checks: ``/dev/davinci<N>`` device nodes (the driver creates them; a container must pass

@@ -95,7 +95,7 @@ def figure_png(fig: Figure) -> str:
 
 class WithPngFallback:
     """Show ``widget`` where widgets run, and a PNG of ``fig`` everywhere else (GitHub, nbconvert,
-    an untrusted notebook): the pattern of /work/shared/notes/jupyter-testing.md section 8."""
+    an untrusted notebook): the same pattern as ``moe_lab.widgets``."""
 
     def __init__(self, widget, fig: Figure):
         self.widget = widget

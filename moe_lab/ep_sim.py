@@ -296,7 +296,7 @@ def fig_run(result: dict):
 
 
 # ---------------------------------------------------------------------------------------------
-# The dashboard (ipywidgets; pattern of shared/notes/jupyter-testing.md section 8)
+# The dashboard (ipywidgets; the pattern of moe_lab.widgets)
 
 
 @dataclass(frozen=True)

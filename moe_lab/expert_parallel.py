@@ -10,7 +10,7 @@ Three ways to move them (``STRATEGIES``), chosen by ``choose_strategy`` from the
 * ``"allgather"``: dispatch = AllGather of every rank's tokens, expert ids and combine weights; each
   rank runs its experts on the rows routed to them and writes zeros elsewhere; combine = AllReduce(sum)
   of these partial outputs; each rank keeps its own rows. Only AllGather and AllReduce are needed, the
-  two collectives MindSpore's CPU backend (MCCL) has (``shared/notes/ascend-ops.md`` section 6), so
+  two collectives MindSpore's CPU backend (MCCL) has (measured with MindSpore 2.10; notebook 05), so
   this is what runs on a laptop. MindFormers' ``ExpertParallelMoE`` has the same variant.
 * ``"alltoall"``: each rank sends only the rows its peers need. The per-destination counts are
   exchanged first (AllGather of ``W`` ints), every rank packs its rows per destination rank (padded to

@@ -1,7 +1,7 @@
 """The ``"fused"`` dispatch path: the Ascend production pipeline on the layer's own stacked weights.
 
 Introduced in notebook 07. What MindFormers' inference ``MoELayer`` and vllm-mindspore's ``fused_moe``
-run on Atlas boards (``../shared/notes/ascend-ops.md`` section 2), after the router has chosen:
+run on Atlas boards (MindFormers and vllm-mindspore, notebook 07), after the router has chosen:
 
     MoeInitRoutingV2      sort the (token, slot) pairs by expert; expanded_x [N*K, H], counts [E]
     GroupedMatmulV4 x2    gate and up projections, one grouped matmul each (group_list = counts)

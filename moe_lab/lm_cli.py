@@ -25,7 +25,7 @@ from moe_lab.corpus import DOMAINS, load_corpus
 from moe_lab.lm import CHECKPOINT_DIR, LMConfig, TinyMoELM, domain_expert_share, evaluate, save_checkpoint, train
 
 # 2 blocks, 4 experts, top-2, Switch aux loss 0.01: the setting that specialises best in about a
-# minute of CPU training (../shared/notes/tiny-moe-lm-feasibility.md); ~0.8M parameters, ~3.2 MB.
+# minute of CPU training (a measured prototype); ~0.8M parameters, ~3.2 MB.
 CHECKPOINT_CONFIG = LMConfig(context=64, d_model=128, n_layers=2, n_heads=4, ffn_size=192, num_experts=4,
                              top_k=2, balance="aux", aux_coef=0.01, lr=3e-3, batch_size=16, seed=0)
 CHECKPOINT_STEPS = 400

@@ -8,7 +8,7 @@ Two dashboards:
   capacity formula and drop policies; a test checks it against the layer).
 * ``ModelDashboard``: the trained tiny MoE LM (``moe_lab.lm``): layer, expert, input text.
 
-The pattern (measured in ``shared/notes/jupyter-testing.md`` section 8): inline backend,
+The pattern (measured in JupyterLab 4.6, Voila 0.5 and static HTML): inline backend,
 ``interactive_output`` showing exactly one PNG per redraw (what ``plt.show()`` does, here without its
 tight-bounding-box pass, see ``_show``), a fixed figure size and fixed axes,
 ``out.layout.min_height`` so nothing jumps while redrawing, and a PNG fallback in the display bundle
