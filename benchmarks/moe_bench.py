@@ -138,6 +138,12 @@ def _sync(result) -> None:
         result.asnumpy()
 
 
+def _error_text(err: Exception) -> str:
+    """``Type: first line of the message`` (MindSpore errors carry pages of C++ context after it)."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
 def _time_once(fn, x) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn(x)
@@ -148,22 +154,39 @@ def _time_once(fn, x) -> tuple[float, object]:
 def _timed(fn, x, repeats: int, warmup: int, others: dict | None = None) -> tuple[dict, object]:
     """First call (compiles), ``warmup - 1`` more untimed calls, then ``repeats`` timed calls.
 
-    ``others`` (name -> (fn, x), already warm) are timed interleaved with ``fn``, call for call, so that
-    a change of machine load during the case hits both (the paired ratio of ``summarise``).
+    With ``others`` (name -> (fn, x), already warm), the functions take turns, two calls each per
+    round: ``A A B B C C, A A B B C C, ...``. The second call of a pair is the **warm** time (caches
+    hold this function's weights, as in back-to-back calls): ``runs_s``. The first follows another
+    layer's call, like a layer inside a network: the **cold** time, ``runs_cold_s``. Because the
+    turns are seconds apart, a change of machine load hits the case and its baselines alike.
     """
     first, out = _time_once(fn, x)
     for _ in range(max(0, warmup - 1)):
         _sync(fn(x))
-    runs, other_runs = [], {name: [] for name in (others or {})}
+    if not others:
+        runs = []
+        for _ in range(repeats):
+            elapsed, out = _time_once(fn, x)
+            runs.append(elapsed)
+        return {"first_call_s": first, "runs_s": runs}, out
+    turns = {"case": (fn, x), **others}
+    warm = {name: [] for name in turns}
+    cold = {name: [] for name in turns}
     for _ in range(repeats):
-        elapsed, out = _time_once(fn, x)
-        runs.append(elapsed)
-        for name, (ofn, ox) in (others or {}).items():
-            other_runs[name].append(_time_once(ofn, ox)[0])
-    timing = {"first_call_s": first, "runs_s": runs}
-    if others:
-        timing["baseline_runs_s"] = other_runs
+        for name, (f, fx) in turns.items():
+            cold[name].append(_time_once(f, fx)[0])
+            elapsed, result = _time_once(f, fx)
+            warm[name].append(elapsed)
+            if name == "case":
+                out = result
+    timing = {"first_call_s": first, "runs_s": warm.pop("case"), "runs_cold_s": cold.pop("case"),
+              "baseline_runs_s": warm, "baseline_runs_cold_s": cold}
     return timing, out
+
+
+# MindSpore 2.10 keys some compiled-graph caches by object identity: building and freeing many models in one
+# process made later, unrelated cases fail with graph errors (twice in a full run). Built models stay alive.
+_KEEP_ALIVE: list = []
 
 
 def build_case(case: dict, cfg: dict):
@@ -223,6 +246,7 @@ def build_case(case: dict, cfg: dict):
         fn = ms.jit(step if backward else forward, capture_mode="bytecode")
     else:
         raise ValueError(f"no {mode} variant for path {path!r}")
+    _KEEP_ALIVE.append((fn, model))
     return fn, x, info, model
 
 
@@ -271,20 +295,50 @@ def run_case(case: dict, cfg: dict) -> dict:
         result["status"] = "ok"
     except Exception as err:  # reported in results.json and RESULTS.md, the other cases still run
         result["status"] = "not compiled" if case.get("attempt") else "failed"
-        result["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+        result["error"] = _error_text(err)
     return result
 
 
-def worker(payload: dict) -> list[dict]:
-    """Run a list of cases (or a breakdown) in this process; returns their results."""
+def run_interleaved(cases: list[dict], cfg: dict) -> list[dict]:
+    """Build and warm every case, then time them round-robin, call after call.
+
+    Used for the scaling curves: the points of one x value (all paths at one token count) are then
+    measured under the same machine load, so their ratios mean something even on a shared machine.
+    """
+    out, ready = [], []
+    for case in cases:
+        result = dict(case, interleaved=True)
+        try:
+            fn, x, _, _ = build_case(case, cfg)
+            result["first_call_s"], _ = _time_once(fn, x)
+            for _ in range(cfg["warmup"] - 1):
+                _sync(fn(x))
+            result["runs_s"] = []
+            ready.append((result, fn, x))
+        except Exception as err:
+            result["status"] = "failed"
+            result["error"] = _error_text(err)
+        out.append(result)
+    for _ in range(cfg["repeats"]):
+        for result, fn, x in ready:  # a cold call after the other paths, then the timed warm call
+            result.setdefault("runs_cold_s", []).append(_time_once(fn, x)[0])
+            result["runs_s"].append(_time_once(fn, x)[0])
+    for result, _, _ in ready:
+        result["status"] = "ok"
+    return out
+
+
+def worker(payload: dict) -> dict:
+    """Run cases one after the other, then interleaved groups, in this process; returns their results."""
     cfg = payload["cfg"]
     out = []
-    for case in payload["cases"]:
+    for case in payload.get("cases", []):
         if case.get("kind") == "breakdown":
             out.append(run_breakdown(case, cfg))
         else:
             out.append(run_case(case, cfg))
-    return out
+    groups = [run_interleaved(group, cfg) for group in payload.get("interleaved", [])]
+    return {"results": out, "interleaved": groups}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +377,7 @@ def run_breakdown(case: dict, cfg: dict) -> dict:
         result["status"] = "ok"
     except Exception as err:
         result["status"] = "failed"
-        result["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+        result["error"] = _error_text(err)
     return result
 
 
@@ -361,20 +415,30 @@ def plan_cases(cfg: dict) -> dict[str, list[dict]]:
     return {"main": main, "scale_tokens": scale_tokens, "scale_experts": scale_experts}
 
 
-def _spawn(cases: list[dict], cfg: dict, timeout: float) -> list[dict]:
-    """Run ``cases`` in one fresh Python process (so its peak RSS belongs to them alone)."""
+def _spawn(cases: list[dict], cfg: dict, timeout: float, interleaved: list[list[dict]] | None = None) -> dict:
+    """Run ``cases`` (then the ``interleaved`` groups) in one fresh Python process.
+
+    A fresh process per main case means its peak RSS belongs to it alone. Failures of the process
+    become failed results (with the last line of its stderr), never an exception here.
+    """
+    interleaved = interleaved or []
     env = dict(os.environ, GLOG_v="3", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    payload = json.dumps({"cfg": cfg, "cases": cases})
+    payload = json.dumps({"cfg": cfg, "cases": cases, "interleaved": interleaved})
+
+    def failed(error):
+        return {"results": [dict(c, status="failed", error=error) for c in cases],
+                "interleaved": [[dict(c, status="failed", error=error) for c in g] for g in interleaved]}
+
     try:
         proc = subprocess.run([sys.executable, "-m", "benchmarks.moe_bench", "--worker", payload], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return [dict(c, status="failed", error=f"timed out after {timeout:.0f} s") for c in cases]
+        return failed(f"timed out after {timeout:.0f} s")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
-        return [dict(c, status="failed", error=f"worker exit {proc.returncode}: {tail}") for c in cases]
-    return json.loads(lines[-1])["results"]
+        return failed(f"worker exit {proc.returncode}: {tail}")
+    return json.loads(lines[-1])
 
 
 def machine_info() -> dict:
@@ -426,6 +490,9 @@ def summarise(results: dict) -> dict:
         ratio = bench_report.case_ratio(results, c)
         if ratio is not None:
             c["ratio_to_baseline"] = ratio
+        cold = bench_report.case_ratio(results, c, cold=True)
+        if cold is not None:
+            c["ratio_cold_to_baseline"] = cold
     target = {}
     for p in ("forward", "forward+backward"):
         moe = [c for c in cases if c["path"] in MOE_PATHS and c["pass"] == p and c.get("status") == "ok"
@@ -438,7 +505,7 @@ def summarise(results: dict) -> dict:
             target[p] = {"fastest": f"{best['path']} {best['mode']}", "median_s": best["median_s"],
                          "baseline": base_path, "baseline_s": best["median_s"] / best["ratio_to_baseline"],
                          "ratio": best["ratio_to_baseline"], "met": best["ratio_to_baseline"] <= 1.0,
-                         "paired": "baseline_runs_s" in best}
+                         "paired": "baseline_runs_s" in best, "ratio_cold": best.get("ratio_cold_to_baseline")}
     for group in results.get("scale_tokens", []):
         for c in group:
             if c.get("status") == "ok":
@@ -532,25 +599,31 @@ def run(cfg: dict, out: Path, quick: bool, log=print) -> dict:
     started = time.perf_counter()
     loads = [_load()]
 
-    def spawn(cases, timeout=3600):
-        res = _spawn(cases, cfg, timeout)
+    def spawn(cases, timeout=3600, interleaved=None):
+        res = _spawn(cases, cfg, timeout, interleaved)
         loads.append(_load())
-        for r in res:
+        for r in res["results"] + [c for g in res["interleaved"] for c in g]:
             log(_line(r))
         return res
 
-    groups = {key: plan[key] for key in ("scale_tokens", "scale_experts")}
-    if quick:
-        flat = plan["main"] + [c for key in groups for g in groups[key] for c in g]
-        it = iter(spawn(flat))
-        results["cases"] = [next(it) for _ in plan["main"]]
-        for key in groups:
-            results[key] = [[next(it) for _ in g] for g in groups[key]]
+    def by_x(groups):
+        """Path-major groups (one per path, over x values) -> one job per x value (all paths)."""
+        return [list(col) for col in zip(*groups, strict=True)] if groups else []
+
+    def by_path(jobs):
+        return [list(row) for row in zip(*jobs, strict=True)] if jobs else []
+
+    if quick:  # one process for everything: peak memory is then not per case
+        res = spawn(plan["main"], interleaved=by_x(plan["scale_tokens"]) + by_x(plan["scale_experts"]))
+        results["cases"] = res["results"]
+        n_tok = len(by_x(plan["scale_tokens"]))
+        results["scale_tokens"] = by_path(res["interleaved"][:n_tok])
+        results["scale_experts"] = by_path(res["interleaved"][n_tok:])
         results["memory_per_case"] = False
     else:
-        results["cases"] = [spawn([case])[0] for case in plan["main"]]
-        for key in groups:
-            results[key] = [spawn(group) for group in groups[key]]
+        results["cases"] = [spawn([case])["results"][0] for case in plan["main"]]
+        for key in ("scale_tokens", "scale_experts"):
+            results[key] = by_path([spawn([], interleaved=[job])["interleaved"][0] for job in by_x(plan[key])])
         results["memory_per_case"] = True
     breakdown = []
     for passname in cfg["breakdown_passes"]:
@@ -559,7 +632,8 @@ def run(cfg: dict, out: Path, quick: bool, log=print) -> dict:
         for path in ([best] if best else []) + ([base[0]] if base else []):
             breakdown.append({"kind": "breakdown", "path": path, "mode": "jit", "pass": passname,
                               "tokens": cfg["tokens"]})
-    results["breakdown"] = spawn(breakdown, timeout=1800) if quick else [spawn([b])[0] for b in breakdown]
+    results["breakdown"] = (spawn(breakdown, timeout=1800)["results"] if quick
+                            else [spawn([b], timeout=1800)["results"][0] for b in breakdown])
     loads.append(_load())
     results["load_avg_1min"].update({"end": loads[-1], "max": max(loads), "mean": round(sum(loads) / len(loads), 2)})
     results["wall_s"] = round(time.perf_counter() - started, 1)
@@ -585,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
-        print(json.dumps({"results": worker(json.loads(args.worker))}))
+        print(json.dumps(worker(json.loads(args.worker))))
         return 0
     cfg = dict(QUICK if args.quick else FULL)
     if args.repeats is not None:

@@ -72,17 +72,22 @@ def baseline(results: dict, passname: str) -> tuple[str, float] | None:
     return min(found, key=lambda f: f[1]) if found else None
 
 
-def case_ratio(results: dict, case: dict) -> float | None:
+def case_ratio(results: dict, case: dict, cold: bool = False) -> float | None:
     """Time of ``case`` / time of the faster dense FFN (jit, same pass), or None if not comparable.
 
-    Cases timed together with the baselines (``baseline_runs_s``: calls alternated in one process) use
-    those paired timings, which a change of machine load during the run affects equally; other cases
-    at the main size use the baseline cases of the run.
+    Cases timed in turns with the baselines (``baseline_runs_s``, see ``benchmarks/moe_bench.py``) use
+    those paired timings, which a change of machine load affects equally; ``cold=True`` compares the
+    calls that followed another layer's call (caches holding someone else's weights). Other cases at
+    the main size use the baseline cases of the run (warm only).
     """
     med = _median(case)
     if med is None:
         return None
-    paired = case.get("baseline_runs_s")
+    paired = case.get("baseline_runs_cold_s" if cold else "baseline_runs_s")
+    if cold:
+        if not paired or not case.get("runs_cold_s"):
+            return None
+        med = float(np.median(case["runs_cold_s"]))
     if paired:
         return med / min(float(np.median(v)) for v in paired.values())
     base = baseline(results, case["pass"])
@@ -94,15 +99,17 @@ def case_ratio(results: dict, case: dict) -> float | None:
 def results_table(results: dict) -> list[dict]:
     """One row per (path, mode, tokens) of the main cases, forward and forward+backward side by side.
 
-    Keys: ``path, mode, tokens, forward_ms, forward_ratio, forward_tokens_per_s, backward_ms``
-    (forward+backward), ``backward_ratio, peak_rss_mb, extra_rss_mb, note``. Missing values are None.
+    Keys: ``path, mode, tokens, forward_ms, forward_ratio, forward_ratio_cold, forward_tokens_per_s,
+    backward_ms`` (forward+backward), ``backward_ratio, backward_ratio_cold, peak_rss_mb, extra_rss_mb,
+    note``. Missing values are None.
     """
     rows: dict[tuple, dict] = {}
     for c in results["cases"]:
         key = (c["path"], c["mode"], c["tokens"])
         row = rows.setdefault(key, {"path": path_label(results, c["path"]), "mode": MODES.get(c["mode"], c["mode"]),
                                     "tokens": c["tokens"], "forward_ms": None, "forward_ratio": None,
-                                    "forward_tokens_per_s": None, "backward_ms": None, "backward_ratio": None,
+                                    "forward_ratio_cold": None, "forward_tokens_per_s": None,
+                                    "backward_ms": None, "backward_ratio": None, "backward_ratio_cold": None,
                                     "peak_rss_mb": None, "extra_rss_mb": None, "note": ""})
         med = _median(c)
         prefix = "forward" if c["pass"] == "forward" else "backward"
@@ -111,6 +118,7 @@ def results_table(results: dict) -> list[dict]:
             continue
         row[f"{prefix}_ms"] = med * 1e3
         row[f"{prefix}_ratio"] = case_ratio(results, c)
+        row[f"{prefix}_ratio_cold"] = case_ratio(results, c, cold=True)
         if c["pass"] == "forward":
             row["forward_tokens_per_s"] = c["tokens"] / med
             if results.get("memory_per_case", False):
@@ -143,22 +151,28 @@ def results_markdown(results: dict) -> str:
         f"- Baseline: dense FFN {cfg['hidden']} -> {cfg['top_k'] * cfg['ffn']} -> {cfg['hidden']}, "
         f"{cfg['activation']}: exactly the MoE's active matmul FLOPs "
         f"(2 x {cfg['top_k']} x 2·H·F = 2 x 2·H·(K·F)); the router adds 2·H·E per token",
-        f"- Each time is the median of {cfg['repeats']} runs after warm-up; ratio = time / the faster of the two "
-        "dense FFNs under jit (same pass), timed call for call alternately with the case in its process "
-        "(so that a change of load hits both); memory = peak RSS of the case's own process, and its "
+        f"- Each time is the median of {cfg['repeats']} warm calls after warm-up. *ratio* = time / the faster of "
+        "the two dense FFNs under jit (same pass); the case and both FFNs take turns in one process, two calls "
+        "each per turn, so a change of machine load hits them alike. *ratio* compares the second call of each "
+        "turn (warm: its weights in cache, as in back-to-back calls); *cold* compares the first (right after "
+        "the other layers ran, as inside a network).",
+        "- Memory: peak RSS of the case's own process (measured before the baselines are built), and its "
         "increase over the RSS after building the model and inputs"
-        + ("" if results.get("memory_per_case") else " (not per case here)"),
+        + ("" if results.get("memory_per_case") else " (not per case here: quick mode shares one process)"),
         "",
         "## Every path",
         "",
-        "| path | mode | tokens | forward ms | ratio | tokens/s | fwd+bwd ms | ratio | peak RSS MB | +MB | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| path | mode | tokens | forward ms | ratio | cold | tokens/s | fwd+bwd ms | ratio | cold | peak RSS MB "
+        "| +MB | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results_table(results):
         lines.append(
             f"| {r['path']} | {r['mode']} | {r['tokens']} | {_fmt(r['forward_ms'], '.1f')} | "
-            f"{_fmt(r['forward_ratio'], '.2f')} | {_fmt(r['forward_tokens_per_s'], ',.0f')} | "
+            f"{_fmt(r['forward_ratio'], '.2f')} | {_fmt(r['forward_ratio_cold'], '.2f')} | "
+            f"{_fmt(r['forward_tokens_per_s'], ',.0f')} | "
             f"{_fmt(r['backward_ms'], '.1f')} | {_fmt(r['backward_ratio'], '.2f')} | "
+            f"{_fmt(r['backward_ratio_cold'], '.2f')} | "
             f"{_fmt(r['peak_rss_mb'], '.0f')} | {_fmt(r['extra_rss_mb'], '.0f')} | {r['note']} |")
     lines += ["", "## Speed target", ""]
     target = results.get("speed_target", {})
@@ -168,7 +182,8 @@ def results_markdown(results: dict) -> str:
             lines.append(f"- {p}: fastest MoE path `{t['fastest']}` {t['median_s'] * 1e3:.1f} ms vs "
                          f"{path_label(results, t['baseline'])} jit "
                          f"{t['baseline_s'] * 1e3:.1f} ms: ratio **{t['ratio']:.2f}** (target <= 1.0: "
-                         f"{'met' if t['met'] else 'not met'})")
+                         f"{'met' if t['met'] else 'not met'})"
+                         + (f"; cold-cache ratio {t['ratio_cold']:.2f}" if t.get("ratio_cold") else ""))
     t = target.get("loop")
     if t:
         lines.append(f"- loop at {t['tokens']} tokens: {t['loop_s']:.2f} s; fastest MoE path `{t['fastest']}` "

@@ -63,8 +63,9 @@ def test_quick_results_are_well_formed(quick_run):
         assert c["median_s"] > 0 and c["tokens_per_s"] > 0
         if c["tokens"] == cfg["tokens"]:
             assert c["ratio_to_baseline"] > 0
-            assert set(c["baseline_runs_s"]) == {"ffn", "ffn_nn"}  # timed alternately with the case
+            assert set(c["baseline_runs_s"]) == set(c["baseline_runs_cold_s"]) == {"ffn", "ffn_nn"}  # in turns
             assert all(len(v) == cfg["repeats"] for v in c["baseline_runs_s"].values())
+            assert len(c["runs_cold_s"]) == cfg["repeats"] and c["ratio_cold_to_baseline"] > 0
         if c["pass"] == "forward" and c["path"] in moe_bench.MOE_PATHS:
             assert c["max_abs_err"] < 1e-4, c  # every path computed the same output
     # every MoE path ran, PyNative and (where it compiles) under jit
@@ -79,7 +80,8 @@ def test_quick_results_are_well_formed(quick_run):
     assert set(results["speed_target"]) >= {"forward", "forward+backward"}
     for group in results["scale_tokens"]:
         assert [c["tokens"] for c in group] == cfg["scale_tokens"]
-        assert all(c["status"] == "ok" for c in group)
+        assert all(c["status"] == "ok" and c["interleaved"] and len(c["runs_s"]) == cfg["repeats"] for c in group)
+    assert [g[0]["path"] for g in results["scale_tokens"]] == [p for p, _ in cfg["scale_token_paths"]]
     for group in results["scale_experts"]:
         assert [c["experts"] for c in group] == cfg["scale_experts"]
     assert results["breakdown"] and all(b["status"] == "ok" and b["op_ms"] for b in results["breakdown"])
@@ -142,12 +144,19 @@ def test_summarise_ratios_and_targets(synthetic):
 
 
 def test_paired_ratio_uses_the_alternated_baseline_runs(synthetic):
-    c = case("capacity", "jit", "forward", 4096, 0.2, baseline_runs_s={"ffn": [0.4] * 5, "ffn_nn": [0.25] * 5})
+    c = case("capacity", "jit", "forward", 4096, 0.2, baseline_runs_s={"ffn": [0.4] * 5, "ffn_nn": [0.25] * 5},
+             runs_cold_s=[0.3] * 5, baseline_runs_cold_s={"ffn": [0.5] * 5, "ffn_nn": [0.6] * 5})
     assert bench_report.case_ratio(synthetic, c) == pytest.approx(0.2 / 0.25)  # not the run's 0.10 baseline
+    assert bench_report.case_ratio(synthetic, c, cold=True) == pytest.approx(0.3 / 0.5)
+    assert bench_report.case_ratio(synthetic, synthetic["cases"][0], cold=True) is None  # no cold timings
     synthetic["cases"].append(c)
     t = moe_bench.summarise(synthetic)["speed_target"]["forward"]
     assert t["fastest"] == "capacity jit" and t["paired"] and t["baseline"] == "ffn_nn"
     assert t["ratio"] == pytest.approx(0.8) and t["met"] and t["baseline_s"] == pytest.approx(0.25)
+    assert t["ratio_cold"] == pytest.approx(0.6)
+    row = next(r for r in bench_report.results_table(synthetic) if r["path"] == "capacity (cf 1.25)")
+    assert row["forward_ratio_cold"] == pytest.approx(0.6) and row["backward_ratio_cold"] is None
+    assert "cold-cache ratio 0.60" in bench_report.results_markdown(synthetic)
     assert bench_report.case_ratio(synthetic, case("loop", "pynative", "forward", 1024, 30.0)) is None
 
 
