@@ -44,7 +44,7 @@ hygiene: install
 	$(PY) tools/nbtools.py check notebooks/*.ipynb
 
 unit: install browser
-	$(PY) -m pytest tests
+	$(PY) -m pytest -rs tests
 
 nbval: install
 	$(PY) -m pytest -p no:python --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
