@@ -60,6 +60,16 @@ def as_array(exercise: str, answer, shape: tuple[int, ...] | None = None) -> tup
     return arr, None
 
 
+def known_slip(exercise: str, answer, slips: dict) -> Feedback | None:
+    """Feedback naming a typical mistake when ``answer`` equals one of ``slips`` (value -> hint), else None."""
+    if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
+        return None
+    for value, hint in slips.items():
+        if np.isclose(float(answer), value, rtol=1e-9, atol=1e-12):
+            return wrong(exercise, f"{answer:,} — {hint}")
+    return None
+
+
 def check_number(exercise: str, answer, expected: float, *, rel: float = 1e-6, hint: str = "") -> Feedback:
     """Grade a single number against ``expected`` within a relative tolerance."""
     missing = unanswered(exercise, answer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
+from moe_lab.exercises import Feedback, check_number, known_slip, right, unanswered, wrong
 from moe_lab.params import expert_params, moe_layer_params
 
 # Exercise 1: one Mixtral-8x7B MoE feed-forward layer (hidden 4096, expert FFN 14336, SwiGLU, 8 experts, top-2)
@@ -25,8 +25,9 @@ def check_active_params(answer) -> Feedback:
         h * e + k * 2 * h * f: "a SwiGLU expert has three matrices (gate, up, down), not two.",
         h * e + expert_params(h, f): "top-2: the token runs two experts.",
     }
-    if not isinstance(answer, bool) and isinstance(answer, (int, np.integer)) and int(answer) in near:
-        return wrong(name, f"{answer:,} — {near[int(answer)]}")
+    slip = known_slip(name, answer, near)
+    if slip is not None:
+        return slip
     return check_number(name, answer, expected, rel=0, hint="count router + top_k x (3 x hidden x ffn).")
 
 

@@ -9,19 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from moe_lab.ep_sim import a2a_volume, device_loads, placement
-from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
+from moe_lab.exercises import Feedback, check_number, known_slip, right, unanswered, wrong
 
 EXPERTS, TOP_K, HIDDEN, BYTES, EP, PER_NODE, TOKENS = 256, 8, 7680, 2, 32, 8, 4096
-
-
-def _near(answer, table: dict, name: str) -> Feedback | None:
-    """Feedback for a known wrong answer (a typical slip), else None."""
-    if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
-        return None
-    for value, hint in table.items():
-        if np.isclose(float(answer), value, rtol=1e-9, atol=1e-12):
-            return wrong(name, f"{answer:,} — {hint}")
-    return None
 
 
 def check_experts_per_npu(answer) -> Feedback:
@@ -34,7 +24,7 @@ def check_experts_per_npu(answer) -> Feedback:
             32: "that is the number of NPUs; divide the experts by it.",
             64: "that is 256 / 4 nodes: the experts are split over all 32 NPUs, not over nodes.",
             1: "one expert per NPU would need 256 NPUs (EP 256)."}
-    slip = _near(answer, near, name)  # a wrong Feedback is falsy: test for None, not with `or`
+    slip = known_slip(name, answer, near)  # a wrong Feedback is falsy: test for None, not with `or`
     return slip if slip is not None else check_number(name, answer, EXPERTS // EP, rel=0,
                                                       hint="num_experts / EP degree.")
 
@@ -59,7 +49,7 @@ def check_dispatch_bytes(answer) -> Feedback:
             TOKENS * HIDDEN * BYTES * (EP - 1) / EP: "each token is sent once per chosen expert: times top_k = 8.",
             rows_bytes * (EP - PER_NODE) / EP: "that is only the inter-node part; rows to the 7 other NPUs of "
                                                "the node are sent too."}
-    slip = _near(answer, near, name)
+    slip = known_slip(name, answer, near)
     return slip if slip is not None else check_number(
         name, answer, expected_dispatch_bytes(), rel=1e-6,
         hint="tokens x top_k x hidden x 2 bytes, times the share of rows that leave the NPU (31/32).")
@@ -76,7 +66,7 @@ def check_inter_node_share(answer) -> Feedback:
             7 / 32: "that is the share that stays in the node on another NPU.",
             8 / 32: "that is the share that stays in the node (own NPU included); the rest leaves it.",
             31 / 32: "that is the share that leaves the NPU; some of it stays in the node."}
-    slip = _near(answer, near, name)
+    slip = known_slip(name, answer, near)
     return slip if slip is not None else check_number(
         name, answer, (EP - PER_NODE) / EP, rel=1e-9,
         hint="uniform routing: a slot's expert is on any of the 32 NPUs with equal probability; 24 of them "
