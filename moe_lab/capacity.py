@@ -34,7 +34,7 @@ def expert_capacity(num_tokens: int, num_experts: int, top_k: int, capacity_fact
     capacity_factor = check_float("capacity_factor", capacity_factor, minimum=0.0, strict=True, allow_none=True)
     if capacity_factor is None:
         return None
-    # round before ceil so that e.g. 1.1 * 100 * 2 / 8 = 27.500000000000004 does not become 28
+    # round before ceil so that e.g. 1.1 * 100 * 2 / 4 = 55.00000000000001 gives 55, not 56
     return int(math.ceil(round(capacity_factor * num_tokens * top_k / num_experts, 9)))
 
 
