@@ -4,6 +4,7 @@
                                               # benchmarks/RESULTS.md and benchmarks/*.png
     python -m benchmarks.moe_bench --quick    # tiny sizes, checks that everything runs (used by a test)
     python -m benchmarks.moe_bench --out DIR  # write somewhere else
+    python -m benchmarks.moe_bench --replot   # RESULTS.md and plots again from results.json (no measuring)
 
 What is measured (notebook 02 reads the results; the README quotes them):
 
@@ -47,7 +48,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent
 
 FULL = {
     "tokens": 4096, "hidden": 512, "ffn": 2048, "experts": 8, "top_k": 2, "activation": "relu",
-    "capacity_factor": 1.25, "repeats": 5, "warmup": 2,
+    "capacity_factor": 1.25, "repeats": 9, "loop_repeats": 5, "scale_repeats": 5, "warmup": 2,
     "loop_tokens": [256, 1024], "loop_grad_tokens": [256],
     "scale_tokens": [256, 512, 1024, 2048, 4096, 8192, 16384], "scale_experts": [8, 16, 32, 64],
     "scale_token_paths": [["ffn", "jit"], ["ffn_nn", "jit"], ["dropless", "jit"], ["capacity", "jit"],
@@ -57,7 +58,7 @@ FULL = {
 }
 QUICK = {
     "tokens": 64, "hidden": 16, "ffn": 32, "experts": 4, "top_k": 2, "activation": "relu",
-    "capacity_factor": 1.25, "repeats": 5, "warmup": 1,
+    "capacity_factor": 1.25, "repeats": 5, "loop_repeats": 5, "scale_repeats": 5, "warmup": 1,
     "loop_tokens": [4, 8], "loop_grad_tokens": [4],
     "scale_tokens": [32, 64], "scale_experts": [4, 8],
     "scale_token_paths": [["ffn", "jit"], ["sorted", "pynative"]],
@@ -280,7 +281,8 @@ def run_case(case: dict, cfg: dict) -> dict:
             _sync(fn(x))
         result["rss_before_mb"] = rss_before
         result["peak_rss_mb"] = _peak_rss_mb()
-        timing, out = _timed(fn, x, cfg["repeats"], 1, others=_baselines(case, cfg))
+        repeats = cfg["loop_repeats"] if case["path"] == "loop" else cfg["repeats"]
+        timing, out = _timed(fn, x, repeats, 1, others=_baselines(case, cfg))
         timing["first_call_s"] = first
         result.update(timing)
         compiled = info.pop("compiled", None)
@@ -319,7 +321,7 @@ def run_interleaved(cases: list[dict], cfg: dict) -> list[dict]:
             result["status"] = "failed"
             result["error"] = _error_text(err)
         out.append(result)
-    for _ in range(cfg["repeats"]):
+    for _ in range(cfg["scale_repeats"]):
         for result, fn, x in ready:  # a cold call after the other paths, then the timed warm call
             result.setdefault("runs_cold_s", []).append(_time_once(fn, x)[0])
             result["runs_s"].append(_time_once(fn, x)[0])
@@ -656,10 +658,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one process: checks that the script runs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: benchmarks/)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (>= 5)")
+    parser.add_argument("--replot", action="store_true",
+                        help="rewrite RESULTS.md and the plots from OUT/results.json, measuring nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
         print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.replot:
+        from moe_lab import bench_report
+
+        try:
+            results = bench_report.load_results(args.out / "results.json")
+        except (FileNotFoundError, ValueError) as err:
+            print(f"moe_bench: {err}", file=sys.stderr)
+            return 2
+        write_outputs(summarise(results), args.out)
+        print(f"rewrote {args.out / 'RESULTS.md'} and the plots from {args.out / 'results.json'}")
         return 0
     cfg = dict(QUICK if args.quick else FULL)
     if args.repeats is not None:
@@ -667,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"moe_bench: --repeats must be >= 5 (a median of fewer runs is noise), got {args.repeats}",
                   file=sys.stderr)
             return 2
-        cfg["repeats"] = args.repeats
+        cfg["repeats"] = cfg["loop_repeats"] = cfg["scale_repeats"] = args.repeats
     run(cfg, args.out, args.quick)
     print(f"wrote {args.out / 'results.json'} and {args.out / 'RESULTS.md'}")
     return 0

@@ -151,7 +151,9 @@ def results_markdown(results: dict) -> str:
         f"- Baseline: dense FFN {cfg['hidden']} -> {cfg['top_k'] * cfg['ffn']} -> {cfg['hidden']}, "
         f"{cfg['activation']}: exactly the MoE's active matmul FLOPs "
         f"(2 x {cfg['top_k']} x 2·H·F = 2 x 2·H·(K·F)); the router adds 2·H·E per token",
-        f"- Each time is the median of {cfg['repeats']} warm calls after warm-up. *ratio* = time / the faster of "
+        f"- Each time is the median of {cfg['repeats']} warm calls after warm-up (the loop: "
+        f"{cfg.get('loop_repeats', cfg['repeats'])}; scaling points: {cfg.get('scale_repeats', cfg['repeats'])}). "
+        "*ratio* = time / the faster of "
         "the two dense FFNs under jit (same pass); the case and both FFNs take turns in one process, two calls "
         "each per turn, so a change of machine load hits them alike. *ratio* compares the second call of each "
         "turn (warm: its weights in cache, as in back-to-back calls); *cold* compares the first (right after "
@@ -229,35 +231,50 @@ def _figure(ncols: int = 1, width: float = 6.4):
 
 
 def plot_paths(results: dict):
-    """Horizontal bars: median time of every path and mode at the main size, forward and forward+backward.
+    """Every path and mode at the main size: time / dense FFN (``case_ratio``), forward and forward+backward.
 
-    Log scale (the loop and the rest differ by orders of magnitude); the dense FFN under jit is the
-    dashed line.
+    Bars start at 1 (the dense FFN, dashed line) and end at the ratio, on a log axis: left of the line
+    is faster than the dense FFN, right is slower. The loop, measured at fewer tokens, is not in here.
     """
     fig, axes = _figure(2, 11.0)
     main_tokens = results["config"]["tokens"]
     for ax, p in zip(axes, PASSES, strict=True):
-        rows = [(f"{path_label(results, c['path'])}, {MODES.get(c['mode'], c['mode'])}", _median(c))
-                for c in results["cases"] if c["pass"] == p and c["tokens"] == main_tokens and _median(c)]
-        rows.sort(key=lambda r: r[1])
-        names = [r[0] for r in rows]
-        values = np.array([r[1] * 1e3 for r in rows])
-        colors = ["#7f7f7f" if n.startswith("dense FFN") else "#1f77b4" for n in names]
-        ax.barh(np.arange(len(rows)), values, color=colors)
-        ax.set_yticks(np.arange(len(rows)), names, fontsize=8)
+        rows = [(f"{path_label(results, c['path'])}, {MODES.get(c['mode'], c['mode'])}", case_ratio(results, c),
+                 c["path"]) for c in results["cases"] if c["pass"] == p and c["tokens"] == main_tokens]
+        rows = sorted((r for r in rows if r[1] is not None), key=lambda r: r[1])
+        ratios = np.array([r[1] for r in rows])
+        colors = ["#7f7f7f" if r[2] in FFN_PATHS else ("#2ca02c" if r[1] <= 1 else "#1f77b4") for r in rows]
+        ax.barh(np.arange(len(rows)), ratios - 1.0, left=1.0, color=colors)
+        ax.set_yticks(np.arange(len(rows)), [r[0] for r in rows], fontsize=8)
         ax.set_xscale("log")
-        ax.set_xlabel("median time per call (ms, log)")
+        ax.axvline(1.0, color="k", ls="--", lw=1, label="faster dense FFN, jit")
+        if len(rows):
+            ax.set_xlim(min(0.5, ratios.min() / 1.2), max(2.0, ratios.max() * 1.2))
+        ax.xaxis.set_major_formatter(_ratio_formatter())
+        ax.xaxis.set_minor_formatter(_no_labels())
+        ax.set_xlabel("time / dense FFN with the same FLOPs (log)")
         ax.set_title(f"{p}, {main_tokens} tokens")
-        base = baseline(results, p)
-        if base:
-            ax.axvline(base[1] * 1e3, color="k", ls="--", lw=1, label=f"baseline: {path_label(results, base[0])}, jit")
-            ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 
 
+def _ratio_formatter():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:g}x")
+
+
+def _no_labels():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
 def _plot_scaling(results: dict, key: str, xkey: str, xlabel: str, title: str):
-    fig, axes = _figure()
+    from matplotlib.ticker import FuncFormatter
+
+    fig, axes = _figure(1, 8.0)
     ax = axes[0]
     for group in results.get(key, []):
         pts = [(c.get(xkey, results["config"].get(xkey)), _median(c)) for c in group if _median(c)]
@@ -278,11 +295,12 @@ def _plot_scaling(results: dict, key: str, xkey: str, xlabel: str, title: str):
             ax.axhline(base[1] * 1e3, color="k", ls="--", lw=1,
                        label=f"{path_label(results, base[0])}, jit (same FLOPs)")
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("median forward time (ms, log)")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
@@ -303,7 +321,7 @@ def plot_scaling_experts(results: dict):
 
 def plot_breakdown(results: dict, top: int = 6):
     """Stacked bars: ms per op type inside the compiled graphs (fastest MoE path and dense FFN)."""
-    fig, axes = _figure(1, 7.5)
+    fig, axes = _figure(1, 8.5)
     ax = axes[0]
     bars = [b for b in results.get("breakdown", []) if b.get("status") == "ok"]
     names = []
@@ -326,6 +344,6 @@ def plot_breakdown(results: dict, top: int = 6):
     ax.set_xlabel("ms per call, by op type (MindSpore CPU profiler)")
     ax.set_title("where the time goes")
     if bars:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig

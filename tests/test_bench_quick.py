@@ -59,7 +59,7 @@ def test_quick_results_are_well_formed(quick_run):
     for c in cases:
         if c.get("attempt"):
             continue
-        assert len(c["runs_s"]) == cfg["repeats"] >= 5
+        assert len(c["runs_s"]) == (cfg["loop_repeats"] if c["path"] == "loop" else cfg["repeats"]) >= 5
         assert c["median_s"] > 0 and c["tokens_per_s"] > 0
         if c["tokens"] == cfg["tokens"]:
             assert c["ratio_to_baseline"] > 0
@@ -80,13 +80,26 @@ def test_quick_results_are_well_formed(quick_run):
     assert set(results["speed_target"]) >= {"forward", "forward+backward"}
     for group in results["scale_tokens"]:
         assert [c["tokens"] for c in group] == cfg["scale_tokens"]
-        assert all(c["status"] == "ok" and c["interleaved"] and len(c["runs_s"]) == cfg["repeats"] for c in group)
+        assert all(c["status"] == "ok" and c["interleaved"] and len(c["runs_s"]) == cfg["scale_repeats"] >= 5
+                   for c in group)
     assert [g[0]["path"] for g in results["scale_tokens"]] == [p for p, _ in cfg["scale_token_paths"]]
     for group in results["scale_experts"]:
         assert [c["experts"] for c in group] == cfg["scale_experts"]
     assert results["breakdown"] and all(b["status"] == "ok" and b["op_ms"] for b in results["breakdown"])
     md = (quick_run / "RESULTS.md").read_text()
     assert "QUICK MODE" in md and "| path | mode |" in md and "Speed target" in md
+
+
+def test_replot_rewrites_from_results(quick_run, tmp_path):
+    (tmp_path / "results.json").write_bytes((quick_run / "results.json").read_bytes())
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.moe_bench", "--replot", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "RESULTS.md").read_text() == (quick_run / "RESULTS.md").read_text()
+    assert len(list(tmp_path.glob("*.png"))) == 4
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.moe_bench", "--replot", "--out", str(tmp_path / "no")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no benchmark results" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bad_repeats_exits_2(tmp_path):
@@ -194,7 +207,10 @@ def test_plots(synthetic):
     fig = bench_report.plot_paths(synthetic)
     fwd, bwd = fig.axes
     assert len(fwd.patches) == 5  # 2 ffn jit, ffn pynative, dropless jit, sorted pynative (not the failed one)
-    assert fwd.lines[0].get_xdata()[0] == pytest.approx(100.0)  # the baseline line, in ms
+    assert fwd.lines[0].get_xdata()[0] == pytest.approx(1.0)  # the dense FFN
+    # bars run from 1 to the ratio: dropless jit at 0.12 / 0.10
+    widths = sorted(p.get_width() for p in fwd.patches)
+    assert widths[-1] == pytest.approx(0.50 / 0.10 - 1) and pytest.approx(0.0) in widths
     assert fwd.get_xscale() == "log"
     plt.close(fig)
     fig = bench_report.plot_scaling_tokens(synthetic)
