@@ -35,7 +35,7 @@ FFN_PATHS = ("ffn", "ffn_nn")
 
 
 def load_results(path: str | Path | None = None) -> dict:
-    """The benchmark's results dict (default: ``benchmarks/results.json`` next to the package)."""
+    """The benchmark's results dict (default: ``benchmarks/results.json`` next to the package). Notebook 02."""
     path = RESULTS_PATH if path is None else Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no benchmark results at {path}: run `make bench` (python -m benchmarks.moe_bench)")
@@ -48,7 +48,7 @@ def load_results(path: str | Path | None = None) -> dict:
 
 
 def path_label(results: dict, path: str) -> str:
-    """Human name of a dispatch path (the capacity path shows its capacity factor)."""
+    """Human name of a dispatch path (the capacity path shows its capacity factor). Notebook 02."""
     if path not in LABELS:
         raise ValueError(f"path must be one of {', '.join(map(repr, LABELS))}; got {path!r}")
     return LABELS[path].format(cf=results["config"]["capacity_factor"])
@@ -65,6 +65,8 @@ def baseline(results: dict, passname: str) -> tuple[str, float] | None:
 
     Two dense FFNs are measured (``ops.matmul`` as the experts are written, and ``nn.Dense``); the
     ratios use the faster one, so the MoE is compared with the best dense FFN of the run.
+
+    Introduced in notebook 02.
     """
     found = [(c["path"], _median(c)) for c in results["cases"]
              if c["path"] in FFN_PATHS and c["mode"] == "jit" and c["pass"] == passname
@@ -79,6 +81,8 @@ def case_ratio(results: dict, case: dict, cold: bool = False) -> float | None:
     those paired timings, which a change of machine load affects equally; ``cold=True`` compares the
     calls that followed another layer's call (caches holding someone else's weights). Other cases at
     the main size use the baseline cases of the run (warm only).
+
+    Introduced in notebook 02.
     """
     med = _median(case)
     if med is None:
@@ -102,6 +106,8 @@ def results_table(results: dict) -> list[dict]:
     Keys: ``path, mode, tokens, forward_ms, forward_ratio, forward_ratio_cold, forward_tokens_per_s,
     backward_ms`` (forward+backward), ``backward_ratio, backward_ratio_cold, peak_rss_mb, extra_rss_mb,
     note``. Missing values are None.
+
+    Introduced in notebook 02.
     """
     rows: dict[tuple, dict] = {}
     for c in results["cases"]:
@@ -132,7 +138,7 @@ def _fmt(v, spec: str) -> str:
 
 
 def results_markdown(results: dict) -> str:
-    """The whole ``RESULTS.md``: machine, configuration, table, speed target, scaling, breakdown."""
+    """The whole ``RESULTS.md``: machine, configuration, table, speed target, scaling, breakdown. Notebook 02."""
     cfg, mach = results["config"], results["machine"]
     load = results.get("load_avg_1min", {})
     lines = [
@@ -235,6 +241,8 @@ def plot_paths(results: dict):
 
     Bars start at 1 (the dense FFN, dashed line) and end at the ratio, on a log axis: left of the line
     is faster than the dense FFN, right is slower. The loop, measured at fewer tokens, is not in here.
+
+    Introduced in notebook 02.
     """
     fig, axes = _figure(2, 11.0)
     main_tokens = results["config"]["tokens"]
@@ -306,21 +314,21 @@ def _plot_scaling(results: dict, key: str, xkey: str, xlabel: str, title: str):
 
 
 def plot_scaling_tokens(results: dict):
-    """Forward time vs number of tokens, one line per path (log-log); the loop's measured points in red."""
+    """Forward time vs number of tokens, one line per path (log-log); the loop's measured points in red. Notebook 02."""
     cfg = results["config"]
     return _plot_scaling(results, "scale_tokens", "tokens", "tokens",
                          f"time vs tokens (H {cfg['hidden']}, F {cfg['ffn']}, E {cfg['experts']}, top-{cfg['top_k']})")
 
 
 def plot_scaling_experts(results: dict):
-    """Forward time vs number of experts at equal active FLOPs (top-k and ffn fixed)."""
+    """Forward time vs number of experts at equal active FLOPs (top-k and ffn fixed). Notebook 02."""
     cfg = results["config"]
     return _plot_scaling(results, "scale_experts", "experts", "experts (active FLOPs per token fixed)",
                          f"time vs experts ({cfg['tokens']} tokens, top-{cfg['top_k']}, F {cfg['ffn']})")
 
 
 def plot_breakdown(results: dict, top: int = 6):
-    """Stacked bars: ms per op type inside the compiled graphs (fastest MoE path and dense FFN)."""
+    """Stacked bars: ms per op type inside the compiled graphs (fastest MoE path and dense FFN). Notebook 02."""
     fig, axes = _figure(1, 8.5)
     ax = axes[0]
     bars = [b for b in results.get("breakdown", []) if b.get("status") == "ok"]

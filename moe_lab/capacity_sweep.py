@@ -25,6 +25,8 @@ from moe_lab.static_dispatch import capacity_moe, padded_capacity
 class CapacitySweep:
     """Per capacity factor: ``capacity`` (slots per expert), ``dropped_slots`` (fraction of the N*K
     slots), ``dropped_tokens`` (fraction of tokens that lost every slot), ``relative_error``
+
+    Introduced in notebook 02.
     (``||y - y_dropless|| / ||y_dropless||``). ``load`` is the dropless load per expert."""
 
     factors: np.ndarray
@@ -42,6 +44,8 @@ def capacity_sweep(layer, x: Tensor, factors, drop_policy: str = "position") -> 
     """Drop statistics and output error of ``layer`` on ``x`` for every capacity factor in ``factors``.
 
     The layer's own ``capacity_factor`` is ignored: its router and experts are reused as they are.
+
+    Introduced in notebook 02.
     """
     check_choice("drop_policy", drop_policy, DROP_POLICIES)
     factors = [check_float("factors[]", f, minimum=0.0, strict=True) for f in factors]
@@ -78,6 +82,8 @@ def plot_capacity_sweep(sweep: CapacitySweep, *, ax=None):
 
     The dotted vertical line is where the capacity reaches the busiest expert's load (no drops beyond).
     With ``ax`` = a pair of axes the panels are drawn there.
+
+    Introduced in notebook 02.
     """
     import matplotlib.pyplot as plt
 

@@ -56,12 +56,14 @@ def _forward(layer, dispatch: str, x: Tensor, indices: Tensor | None, weights: T
 
 
 def mean_square(y: Tensor) -> Tensor:
-    """The loss of the forward+backward benchmark: ``mean(y**2)`` (any loss would do; this one is cheap)."""
+    """The loss of the forward+backward benchmark: ``mean(y**2)`` (any loss would do; this one is cheap).
+    Introduced in notebook 02."""
     return (y * y).mean()
 
 
 class CompiledMoE:
     """``layer`` compiled with ``mindspore.jit`` for one dispatch path (``"capacity"`` or ``"dense"``).
+    Introduced in notebook 02.
 
     The weights are the layer's own Parameters (no copy): in-place updates (``ops.assign``, optimizer
     steps) are seen by the next call. ``Parameter.set_data`` is not: it gives the parameter a new buffer

@@ -100,7 +100,7 @@ def dispatch_plan(indices: Tensor, keep: Tensor, num_experts: int, capacity: int
 
 
 def experts_batched(x_buffer: Tensor, w_gate: Tensor | None, w_up: Tensor, w_down: Tensor) -> Tensor:
-    """All experts on their buffers at once: ``[E, C, H] -> [E, C, H]`` with ``ops.bmm``."""
+    """All experts on their buffers at once: ``[E, C, H] -> [E, C, H]`` with ``ops.bmm``. Notebook 02."""
     up = ops.bmm(x_buffer, w_up)
     hidden = ops.silu(ops.bmm(x_buffer, w_gate)) * up if w_gate is not None else ops.relu(up)
     return ops.bmm(hidden, w_down)
@@ -128,7 +128,7 @@ def capacity_moe(x: Tensor, indices: Tensor, weights: Tensor, keep: Tensor, w_ga
 
 
 def dropless_capacity(routing: Routing) -> int:
-    """``padded_capacity`` of a routing decision (reads the expert loads on the host)."""
+    """``padded_capacity`` of a routing decision (reads the expert loads on the host). Notebook 02."""
     return padded_capacity(int(routing.kept().max()), int(routing.indices.shape[0]))
 
 
@@ -145,7 +145,8 @@ def dispatch_capacity(x: Tensor, routing: Routing, experts: Experts) -> Tensor:
 
 
 def buffer_fill(routing: Routing, capacity: int | None = None) -> np.ndarray:
-    """Fraction of the ``[E, C]`` buffer rows that hold a real slot (the rest is padding compute)."""
+    """Per expert, the fraction of its ``C`` buffer rows that hold a real slot (the rest is padding
+    compute). Introduced in notebook 02."""
     capacity = routing.capacity if capacity is None else capacity
     if capacity is None:
         capacity = dropless_capacity(routing)
