@@ -75,10 +75,13 @@ PATHS = {
     "sorted": ("sorted", "sort slots by expert, one matmul per expert; counts read on the host"),
     "capacity": ("capacity (cf {cf})", "static [E, C, H] buffer, C from the capacity factor"),
     "dropless": ("capacity (dropless, padded)", "static [E, C, H] buffer, C = max load rounded up"),
+    "floor": ("expert matmuls only", "the experts' batched matmuls alone, on a perfectly balanced buffer that is "
+              "already gathered: no router, no dispatch, no padding; no MoE path can cost less"),
 }
 JIT_PATHS = ("ffn", "ffn_nn", "dense", "capacity", "dropless")  # compile with jit(capture_mode="ast")
 BYTECODE_PATHS = ("sorted",)  # host syncs: only bytecode capture (with graph breaks) can take them
 MOE_PATHS = ("loop", "dense", "sorted", "capacity", "dropless")
+FLOOR_PATH = "floor"  # not a MoE layer: the lower bound of any MoE path on these kernels
 FFN_PATHS = ("ffn", "ffn_nn")
 
 
@@ -194,7 +197,7 @@ def build_case(case: dict, cfg: dict):
     """The function to time for one case, and the model it runs. Returns ``(fn, x, info)``."""
     import mindspore as ms
     import numpy as np
-    from mindspore import Tensor
+    from mindspore import Tensor, ops
 
     import moe_lab
     from moe_lab.compiled import CompiledMoE, mean_square
@@ -207,7 +210,21 @@ def build_case(case: dict, cfg: dict):
     x = Tensor(rng.standard_normal((tokens, cfg["hidden"])).astype(np.float32))
     path, mode, backward = case["path"], case["mode"], case["pass"] == "forward+backward"
     info: dict = {}
-    if path in FFN_PATHS:
+    if path == FLOOR_PATH:
+        from moe_lab.static_dispatch import experts_batched
+
+        model = MoELayer(cfg["hidden"], cfg["ffn"], experts, cfg["top_k"], activation=cfg["activation"], seed=0)
+        rows, rest = divmod(tokens * cfg["top_k"], experts)
+        if rest:
+            raise ValueError(f"the floor needs tokens*top_k divisible by experts; got {tokens}*{cfg['top_k']} "
+                             f"and {experts}")
+        # every token K times, E blocks of exactly N*K/E rows: what a perfectly balanced router would gather
+        x = ops.tile(x, (cfg["top_k"], 1)).reshape(experts, rows, cfg["hidden"])
+        ex = model.experts
+
+        def forward(x):
+            return experts_batched(x, ex.w_gate, ex.w_up, ex.w_down)
+    elif path in FFN_PATHS:
         model = Expert(cfg["hidden"], cfg["top_k"] * cfg["ffn"], cfg["activation"], seed=1)
         if path == "ffn_nn":
             model = DenseFFN(model)
@@ -225,7 +242,7 @@ def build_case(case: dict, cfg: dict):
 
         def forward(x):
             return model(x, dispatch=dispatch)
-    params = model.trainable_params()
+    params = model.trainable_params() if path != FLOOR_PATH else model.experts.trainable_params()
 
     def loss(x):
         return mean_square(forward(x))
@@ -241,7 +258,7 @@ def build_case(case: dict, cfg: dict):
         compiled = CompiledMoE(model, "dense" if path == "dense" else "capacity")
         fn = compiled.value_and_grad if backward else compiled
         info["compiled"] = compiled
-    elif mode == "jit" and path in FFN_PATHS + ("loop", "sorted"):
+    elif mode == "jit" and path in FFN_PATHS + ("loop", "sorted", FLOOR_PATH):
         fn = ms.jit(step) if backward else ms.jit(forward)
     elif mode == "jit-bytecode":
         fn = ms.jit(step if backward else forward, capture_mode="bytecode")
@@ -397,6 +414,7 @@ def plan_cases(cfg: dict) -> dict[str, list[dict]]:
                 main.append({"path": path, "mode": "jit", "pass": passname, "tokens": tokens})
             if path in BYTECODE_PATHS:
                 main.append({"path": path, "mode": "jit-bytecode", "pass": passname, "tokens": tokens})
+        main.append({"path": FLOOR_PATH, "mode": "jit", "pass": passname, "tokens": tokens})
     for t in cfg["loop_tokens"]:
         main.append({"path": "loop", "mode": "pynative", "pass": "forward", "tokens": t})
     for t in cfg["loop_grad_tokens"]:
@@ -448,17 +466,25 @@ def machine_info() -> dict:
     import mindspore as ms
     import numpy as np
 
-    cpu = platform.processor() or "unknown"
+    model, mhz, flags = None, None, set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model is None:
+                    model = value.strip()
+                elif key == "cpu MHz" and mhz is None:
+                    mhz = float(value)
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except (OSError, ValueError):
         pass
+    # the widest float32 FMA vector unit: with the clock, what a FLOP/s figure is compared with
+    simd = next((name for name in ("avx512f", "avx2", "neon", "asimd") if name in flags), None)
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "cpu": model or platform.processor() or "unknown", "cores": os.cpu_count(), "cpu_mhz": mhz, "simd": simd,
+        "platform": platform.platform(), "python": platform.python_version(),
         "mindspore": ms.__version__, "numpy": np.__version__,
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -466,6 +492,12 @@ def machine_info() -> dict:
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
+
+
+def forward_matmul_flop(cfg: dict) -> float:
+    """FLOPs of the forward matmuls at the main size, MoE or dense FFN alike: ``2 * tokens * 2*H*(K*F)``
+    (two matmuls; the router's ``2*H*E`` per token is left out)."""
+    return 2.0 * cfg["tokens"] * 2.0 * cfg["hidden"] * cfg["top_k"] * cfg["ffn"]
 
 
 def summarise(results: dict) -> dict:
@@ -508,6 +540,17 @@ def summarise(results: dict) -> dict:
                          "baseline": base_path, "baseline_s": best["median_s"] / best["ratio_to_baseline"],
                          "ratio": best["ratio_to_baseline"], "met": best["ratio_to_baseline"] <= 1.0,
                          "paired": "baseline_runs_s" in best, "ratio_cold": best.get("ratio_cold_to_baseline")}
+            floor = next((c for c in cases if c["path"] == FLOOR_PATH and c["pass"] == p
+                          and c.get("ratio_to_baseline") is not None), None)
+            if floor:  # the experts' matmuls alone: how close to the baseline any MoE path could get
+                target[p].update(floor_s=floor["median_s"], floor_ratio=floor["ratio_to_baseline"],
+                                 floor_ratio_cold=floor.get("ratio_cold_to_baseline"))
+            if p == "forward":
+                flop = forward_matmul_flop(results["config"])
+                target[p]["gflop_per_s"] = {"baseline": flop / target[p]["baseline_s"] / 1e9,
+                                            "fastest": flop / best["median_s"] / 1e9}
+                if floor:
+                    target[p]["gflop_per_s"]["floor"] = flop / floor["median_s"] / 1e9
     for group in results.get("scale_tokens", []):
         for c in group:
             if c.get("status") == "ok":

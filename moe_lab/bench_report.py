@@ -29,6 +29,7 @@ LABELS = {
     "sorted": "sorted",
     "capacity": "capacity (cf {cf:g})",
     "dropless": "capacity (dropless, padded)",
+    "floor": "expert matmuls only",
 }
 MODES = {"pynative": "PyNative", "jit": "jit", "jit-bytecode": "jit (bytecode)"}
 FFN_PATHS = ("ffn", "ffn_nn")
@@ -192,6 +193,7 @@ def results_markdown(results: dict) -> str:
                          f"{t['baseline_s'] * 1e3:.1f} ms: ratio **{t['ratio']:.2f}** (target <= 1.0: "
                          f"{'met' if t['met'] else 'not met'})"
                          + (f"; cold-cache ratio {t['ratio_cold']:.2f}" if t.get("ratio_cold") else ""))
+    lines += speed_floor_lines(results)
     t = target.get("loop")
     if t:
         lines.append(f"- loop at {t['tokens']} tokens: {t['loop_s']:.2f} s; fastest MoE path `{t['fastest']}` "
@@ -229,6 +231,37 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def speed_floor_lines(results: dict) -> list[str]:
+    """Markdown bullets: how close to the dense FFN any MoE path could get (the ``floor`` case, the experts'
+    matmuls alone) and the FLOP rate of the forward matmuls. Notebook 02 prints them; so does RESULTS.md."""
+    target, mach = results.get("speed_target", {}), results["machine"]
+    lines = []
+    for p in PASSES:
+        t = target.get(p, {})
+        if t.get("floor_ratio") is None:
+            continue
+        extra_ms = (t["ratio"] - t["floor_ratio"]) * t["baseline_s"] * 1e3
+        lines.append(f"- {p} floor: the experts' matmuls alone (`{path_label(results, 'floor')}`: a perfectly "
+                     f"balanced buffer, already gathered; no router, no dispatch, no padding) take ratio "
+                     f"**{t['floor_ratio']:.2f}**"
+                     + (f" (cold {t['floor_ratio_cold']:.2f})" if t.get("floor_ratio_cold") else "")
+                     + f". No MoE path on these kernels can go below it; routing, dispatch, combine and padding "
+                       f"add {extra_ms:.1f} ms to it in the fastest path")
+    rates = target.get("forward", {}).get("gflop_per_s")
+    if rates:
+        line = (f"- forward matmul rate: dense FFN {rates['baseline']:.0f} GFLOP/s"
+                + (f", expert matmuls only {rates['floor']:.0f}" if "floor" in rates else "")
+                + f", fastest MoE path {rates['fastest']:.0f} (router FLOPs not counted)")
+        if mach.get("cpu_mhz") and mach.get("cores"):
+            per_cycle = rates["baseline"] * 1e9 / (mach["cores"] * mach["cpu_mhz"] * 1e6)
+            line += (f"; the dense FFN does {per_cycle:.0f} float32 FLOP per cycle per core at the nominal "
+                     f"{mach['cpu_mhz']:.0f} MHz")
+            if mach.get("simd") == "avx512f":
+                line += " (AVX-512: 32 per FMA unit, and a core has one or two)"
+        lines.append(line)
+    return lines
+
+
 def _figure(ncols: int = 1, width: float = 6.4):
     import matplotlib.pyplot as plt
 
@@ -240,7 +273,9 @@ def plot_paths(results: dict):
     """Every path and mode at the main size: time / dense FFN (``case_ratio``), forward and forward+backward.
 
     Bars start at 1 (the dense FFN, dashed line) and end at the ratio, on a log axis: left of the line
-    is faster than the dense FFN, right is slower. The loop, measured at fewer tokens, is not in here.
+    is faster than the dense FFN, right is slower. Grey: the dense FFNs; olive: the experts' matmuls alone
+    (the floor of every MoE path); green: MoE paths at or below 1. The loop, measured at fewer tokens, is
+    not in here.
 
     Introduced in notebook 02.
     """
@@ -251,7 +286,8 @@ def plot_paths(results: dict):
                  c["path"]) for c in results["cases"] if c["pass"] == p and c["tokens"] == main_tokens]
         rows = sorted((r for r in rows if r[1] is not None), key=lambda r: r[1])
         ratios = np.array([r[1] for r in rows])
-        colors = ["#7f7f7f" if r[2] in FFN_PATHS else ("#2ca02c" if r[1] <= 1 else "#1f77b4") for r in rows]
+        colors = ["#7f7f7f" if r[2] in FFN_PATHS else "#bcbd22" if r[2] == "floor"
+                  else ("#2ca02c" if r[1] <= 1 else "#1f77b4") for r in rows]
         ax.barh(np.arange(len(rows)), ratios - 1.0, left=1.0, color=colors)
         ax.set_yticks(np.arange(len(rows)), [r[0] for r in rows], fontsize=8)
         ax.set_xscale("log")

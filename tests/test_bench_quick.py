@@ -73,6 +73,10 @@ def test_quick_results_are_well_formed(quick_run):
     for path in ("dense", "capacity", "dropless"):
         assert (path, "jit") in seen and (path, "pynative") in seen
     assert ("sorted", "jit-bytecode") in seen and ("loop", "pynative") in seen
+    assert ("floor", "jit") in seen  # the experts' matmuls alone, forward and forward+backward
+    for passname in ("forward", "forward+backward"):
+        assert results["speed_target"][passname]["floor_ratio"] > 0
+    assert set(results["speed_target"]["forward"]["gflop_per_s"]) == {"baseline", "floor", "fastest"}
     assert {("ffn", "jit"), ("ffn_nn", "jit"), ("ffn", "pynative"), ("ffn_nn", "pynative")} <= seen
     for passname, base in results["baseline"].items():  # the faster of the two dense FFNs under jit
         ffn = [c for c in cases if c["path"] in ("ffn", "ffn_nn") and c["mode"] == "jit" and c["pass"] == passname]
@@ -127,8 +131,10 @@ def synthetic():
              case("sorted", "pynative", "forward", 4096, 0.50),
              dict(path="sorted", mode="jit-bytecode", **{"pass": "forward"}, tokens=4096, status="failed",
                   error="TypeError: nope"),
+             case("floor", "jit", "forward", 4096, 0.105), case("floor", "jit", "forward+backward", 4096, 0.25),
              case("loop", "pynative", "forward", 256, 3.0), case("loop", "pynative", "forward", 1024, 30.0)]
-    results = {"quick": False, "config": cfg, "machine": {"cpu": "Test CPU", "cores": 2, "platform": "x",
+    results = {"quick": False, "config": cfg, "machine": {"cpu": "Test CPU", "cores": 2, "cpu_mhz": 2500.0,
+                                                          "simd": "avx512f", "platform": "x",
                                                           "python": "3.11", "mindspore": "2.10.0",
                                                           "numpy": "1.26.4", "date": "2026-01-01 00:00 UTC"},
                "load_avg_1min": {"start": 0.1, "mean": 0.2, "max": 0.3, "end": 0.1}, "memory_per_case": True,
@@ -154,6 +160,27 @@ def test_summarise_ratios_and_targets(synthetic):
     assert t["loop"]["tokens"] == 1024 and t["loop"]["speedup"] == pytest.approx(30.0 / (1024 / 4096 * 0.12))
     assert t["loop"]["met"]
     assert moe_bench.fastest_compiled(synthetic["cases"], "forward", 4096) == "dropless"
+
+
+def test_floor_and_flop_rate(synthetic):
+    t = synthetic["speed_target"]
+    # the floor is not a MoE path: it never wins the target, it bounds it
+    assert t["forward"]["fastest"] == "dropless jit"
+    assert t["forward"]["floor_ratio"] == pytest.approx(0.105 / 0.10)
+    assert t["forward+backward"]["floor_ratio"] == pytest.approx(0.25 / 0.35)
+    flop = 2 * 4096 * 2 * 512 * 2 * 2048  # two matmuls of 2*H*(K*F) FLOPs per token
+    assert moe_bench.forward_matmul_flop(moe_bench.FULL) == flop
+    rates = t["forward"]["gflop_per_s"]
+    assert rates["baseline"] == pytest.approx(flop / 0.10 / 1e9) and rates["floor"] == pytest.approx(flop / 0.105 / 1e9)
+    assert rates["fastest"] == pytest.approx(flop / 0.12 / 1e9)
+    lines = bench_report.speed_floor_lines(synthetic)
+    assert len(lines) == 3
+    assert "ratio **1.05**" in lines[0] and "add 15.0 ms" in lines[0]  # (1.20 - 1.05) x 100 ms
+    assert f"dense FFN {flop / 0.10 / 1e9:.0f} GFLOP/s" in lines[2]
+    assert f"{flop / 0.10 / (2 * 2500e6):.0f} float32 FLOP per cycle per core" in lines[2]
+    assert lines[0] in bench_report.results_markdown(synthetic)
+    row = next(r for r in bench_report.results_table(synthetic) if r["path"] == "expert matmuls only")
+    assert row["forward_ratio"] == pytest.approx(1.05)
 
 
 def test_paired_ratio_uses_the_alternated_baseline_runs(synthetic):
@@ -206,7 +233,10 @@ def test_load_results_errors(tmp_path):
 def test_plots(synthetic):
     fig = bench_report.plot_paths(synthetic)
     fwd, bwd = fig.axes
-    assert len(fwd.patches) == 5  # 2 ffn jit, ffn pynative, dropless jit, sorted pynative (not the failed one)
+    # 2 ffn jit, ffn pynative, dropless jit, floor jit, sorted pynative (not the failed one)
+    assert len(fwd.patches) == 6
+    floor = [p for p in fwd.patches if p.get_width() == pytest.approx(0.105 / 0.10 - 1)]
+    assert len(floor) == 1 and matplotlib.colors.to_hex(floor[0].get_facecolor()) == "#bcbd22"
     assert fwd.lines[0].get_xdata()[0] == pytest.approx(1.0)  # the dense FFN
     # bars run from 1 to the ratio: dropless jit at 0.12 / 0.10
     widths = sorted(p.get_width() for p in fwd.patches)
