@@ -12,6 +12,7 @@ figure) or on a new figure, and returns the figure. The widgets of ``moe_lab.wid
     fig = plot_text_experts(text, experts, 4)           # each character coloured by its expert
     fig = plot_domain_expert_heatmap(counts, domains)   # which expert takes which domain
     fig = plot_load_history(history)                    # max/mean load over balancing steps
+    clear_plot(ax)                                      # empty ax again: a fast redraw on the same axes
 """
 
 from __future__ import annotations
@@ -82,6 +83,32 @@ def _axes(ax, figsize):
         fig, ax = plt.subplots(figsize=figsize, layout="constrained")
         return fig, ax
     return ax.figure, ax
+
+
+def clear_plot(ax) -> None:
+    """Remove what a plot function of this module drew on ``ax``, keep the axes itself.
+
+    Drawing the same plot function, with the same kind of arguments, on the cleared axes gives the
+    picture it gives on a fresh axes (a test compares the PNGs of the routing dashboard's four
+    plots): each call sets again the limits, ticks, labels and title it uses. Axes settings a call
+    makes only sometimes stay (e.g. the x tick labels of a heatmap with ``token_labels``, if the next
+    heatmap has none). It is faster than a new axes or ``ax.cla()``, which throw away the axes' tick
+    objects: building them again cost more than drawing the data. The routing dashboard redraws its
+    panels this way. Introduced in notebook 04.
+
+    Removes lines, patches, bar containers, collections, images, texts and the legend, and forgets
+    the data limits (``relim``), so autoscaled axes scale to the new data only. Not handled: a colour
+    bar (it is a second axes; the dashboard plots have none).
+    """
+    legend = ax.get_legend()
+    if legend is not None:
+        legend.remove()
+    for container in list(ax.containers):  # bars: removes the container (legend entry) and its patches
+        container.remove()
+    for artists in (ax.lines, ax.patches, ax.collections, ax.images, ax.texts, ax.artists, ax.tables):
+        for artist in list(artists):
+            artist.remove()
+    ax.relim()  # no artists left: empty data limits, as on a fresh axes
 
 
 def expert_colors(num_experts: int) -> np.ndarray:

@@ -289,3 +289,70 @@ def test_expert_colors_are_distinct():
 def test_text_experts_fixed_frame_keeps_the_tile_size():
     ax = viz.plot_text_experts("ab", [0, 1], 2, width=20, max_lines=5, fixed_frame=True).axes[0]
     assert ax.get_ylim() == (-5, 0) and ax.get_xlim()[1] == pytest.approx(20.8)
+
+
+# ----------------------------------------------------------------------------- redrawing on the same axes
+
+def png_of(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=60)
+    return buf.getvalue()
+
+
+def routing_data(num_experts, top_k, capacity, seed):
+    """Probabilities, choices and keep mask of a random router, and what plot_expert_load needs."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(40, num_experts)) + np.linspace(2.0, 0.0, num_experts)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    indices = np.argsort(-probs, 1)[:, :top_k]
+    keep = np.ones(indices.shape, bool)
+    keep[rng.random(indices.shape) < 0.2] = False
+    load = np.bincount(indices.reshape(-1), minlength=num_experts)
+    kept = np.bincount(indices.reshape(-1)[keep.reshape(-1)], minlength=num_experts)
+    history = rng.integers(1, 50, size=(int(seed) % 4 + 2, num_experts))
+    return probs, indices, keep, load, kept, capacity, history
+
+
+# each panel of the routing dashboard, with the arguments the dashboard passes
+PANELS = {
+    "load": lambda d, ax: viz.plot_expert_load(d[3], d[5], d[4], ax=ax, ylim=3.0 * d[3].mean(),
+                                               title=f"{d[3].sum()} slots\nsecond line"),
+    "heatmap": lambda d, ax: viz.plot_routing_heatmap(d[0], d[1], d[2], ax=ax, colorbar=False, title="probs"),
+    "confidence": lambda d, ax: viz.plot_confidence_histogram(d[0], d[1].shape[1], ax=ax),
+    "history": lambda d, ax: viz.plot_load_history(d[6], ax=ax),
+}
+
+
+@pytest.mark.parametrize("panel", list(PANELS))
+def test_clear_plot_then_redraw_is_the_fresh_picture(panel):
+    """A plot drawn on a cleared axes (after other data, other expert counts, with and without a
+    capacity) is pixel for pixel the plot drawn on a fresh axes: what the dashboard redraw relies on."""
+    draw = PANELS[panel]
+    sequence = [routing_data(8, 2, 12, 0), routing_data(8, 2, None, 1), routing_data(4, 1, 30, 2),
+                routing_data(16, 4, 7, 3), routing_data(8, 2, 12, 4)]
+    kept_fig, kept_ax = plt.subplots(figsize=(4, 3))
+    for i, data in enumerate(sequence):
+        if i:
+            viz.clear_plot(kept_ax)
+        draw(data, kept_ax)
+        fresh_fig, fresh_ax = plt.subplots(figsize=(4, 3))
+        draw(data, fresh_ax)
+        assert png_of(kept_fig) == png_of(fresh_fig), f"{panel}: step {i} differs from a fresh axes"
+        assert kept_ax.get_ylim() == fresh_ax.get_ylim() and kept_ax.get_title() == fresh_ax.get_title()
+        plt.close(fresh_fig)
+
+
+def test_clear_plot_leaves_an_empty_axes():
+    fig, ax = plt.subplots()
+    viz.plot_expert_load([50, 10, 80], capacity=40, ylim=60)
+    viz.plot_expert_load([50, 10, 80], capacity=40, ylim=60, ax=ax)
+    viz.plot_routing_heatmap(np.full((3, 2), 0.5), [[0], [1], [1]], [[True], [False], [True]], ax=ax,
+                             colorbar=False)
+    ticks = ax.xaxis.get_major_ticks()
+    viz.clear_plot(ax)
+    assert not (ax.lines or ax.patches or ax.collections or ax.images or ax.texts or ax.containers)
+    assert ax.get_legend() is None and ax.get_legend_handles_labels() == ([], [])
+    assert not np.isfinite(ax.dataLim.get_points()).all()  # forgotten: the next data sets the limits
+    assert ax.xaxis.get_major_ticks()[0] is ticks[0]  # the axes and its ticks stay

@@ -223,6 +223,41 @@ def test_quiet_dashboard_draws_but_never_displays(monkeypatch):
     assert len(shown) == 3
 
 
+def test_redraw_reuses_one_figure_and_shows_the_fresh_picture(monkeypatch):
+    """Slider moves redraw one kept figure (not pyplot's); each PNG equals a new dashboard's figure
+    for the same values, across changes of E, top-k, dropless, balancing and an invalid top-k."""
+    shown, shown_figs = [], []
+
+    def show(fig, dpi):
+        shown.append(widgets.figure_png(fig, dpi))
+        shown_figs.append(fig)
+
+    monkeypatch.setattr(widgets, "_show", show)
+    open_before = plt.get_fignums()
+    dash = widgets.RoutingDashboard(num_tokens=96)
+    c = dash.controls
+    moves = [("skew", 2.0), ("num_experts", 12), ("top_k", 4), ("dropless", True), ("capacity_factor", 0.5),
+             ("dropless", False), ("balancing", "bias"), ("steps", 3), ("num_experts", 3), ("noise", 1.5),
+             ("temperature", 0.25), ("balancing", "none"), ("num_experts", 16)]
+    for name, value in moves:
+        c[name].value = value
+        fresh = widgets.RoutingDashboard(num_tokens=96, quiet=True)
+        want = widgets.figure_png(fresh.figure(**dash.values()), dash.dpi)
+        assert shown[-1] == want, f"after {name}={value}: the redrawn PNG differs from a new figure's"
+    # lowering E to 3 also lowers top-k (4 -> 3): one more redraw
+    assert len(shown) == dash.renders > len(moves)
+    assert all(fig is shown_figs[0] for fig in shown_figs)  # one figure, redrawn
+    assert len(shown_figs[0].axes) == 4
+    assert plt.get_fignums() == open_before  # nothing left open for the inline backend to show again
+    # the kept figure's artists are the routing numbers of the current values
+    run = dash.run(**dash.values())
+    load_ax, heat_ax = shown_figs[0].axes[:2]
+    kept = [p.get_height() for p in load_ax.containers[0].patches]
+    np.testing.assert_array_equal(kept, run.routing.kept())
+    np.testing.assert_allclose(heat_ax.images[0].get_array(), run.routing.probs[:48].T)
+    assert len(heat_ax.images) == 1 and len(load_ax.containers) == 2  # old artists are gone
+
+
 def test_mimebundle_has_the_widget_and_a_png_fallback(dash):
     bundle = dash._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
