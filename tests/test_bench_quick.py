@@ -176,6 +176,13 @@ def test_floor_and_flop_rate(synthetic):
     lines = bench_report.speed_floor_lines(synthetic)
     assert len(lines) == 3
     assert "ratio **1.05**" in lines[0] and "add 15.0 ms" in lines[0]  # (1.20 - 1.05) x 100 ms
+    assert "That is the floor" in lines[0]
+    # forward+backward: the matmuls alone (0.25 / 0.35 = 0.71) are not slower than the MoE (0.86): a floor
+    assert "That is the floor" in lines[1] and "add 50.0 ms" in lines[1]  # (0.86 - 0.71) x 350 ms
+    slow = dict(synthetic, speed_target={k: dict(v) for k, v in synthetic["speed_target"].items()})
+    slow["speed_target"]["forward+backward"]["floor_ratio"] = 1.5  # above the MoE's own ratio: no floor
+    slow_lines = bench_report.speed_floor_lines(slow)
+    assert "no floor for this pass" in slow_lines[1] and "That is the floor" in slow_lines[0]
     assert f"dense FFN {flop / 0.10 / 1e9:.0f} GFLOP/s" in lines[2]
     assert f"{flop / 0.10 / (2 * 2500e6):.0f} float32 FLOP per cycle per core" in lines[2]
     assert lines[0] in bench_report.results_markdown(synthetic)
