@@ -200,20 +200,10 @@ def results_markdown(results: dict) -> str:
                      f"{t['fastest_s'] * 1e3:.1f} ms: **{t['speedup']:.0f}x** faster (target >= 100x: "
                      f"{'met' if t['met'] else 'not met'})")
     lines += ["", "## Scaling", "", "![time vs tokens](scaling_tokens.png) ![time vs experts](scaling_experts.png)",
-              "", "| path | mode | " + " | ".join(f"{t} tok" for t in cfg["scale_tokens"]) + " |",
-              "|---|---|" + "---:|" * len(cfg["scale_tokens"])]
-    for group in results.get("scale_tokens", []):
-        if group:
-            cells = [_fmt(None if _median(c) is None else _median(c) * 1e3, ".1f") for c in group]
-            lines.append(f"| {path_label(results, group[0]['path'])} | {MODES[group[0]['mode']]} | "
-                         + " | ".join(cells) + " |")
-    lines += ["", "| path | mode | " + " | ".join(f"E={e}" for e in cfg["scale_experts"]) + " |",
-              "|---|---|" + "---:|" * len(cfg["scale_experts"])]
-    for group in results.get("scale_experts", []):
-        if group:
-            cells = [_fmt(None if _median(c) is None else _median(c) * 1e3, ".1f") for c in group]
-            lines.append(f"| {path_label(results, group[0]['path'])} | {MODES[group[0]['mode']]} | "
-                         + " | ".join(cells) + " |")
+              ""]
+    lines += _scaling_table(results, "scale_tokens", [f"{t} tok" for t in cfg["scale_tokens"]])
+    lines += [""]
+    lines += _scaling_table(results, "scale_experts", [f"E={e}" for e in cfg["scale_experts"]])
     lines += ["", "Times in ms (forward). Experts: top-2 and ffn fixed, so the active FLOPs per token are the same "
               "for every E; the parameters grow with E.", "", "## Where the time goes", "",
               "![breakdown](breakdown.png)", "",
@@ -229,6 +219,17 @@ def results_markdown(results: dict) -> str:
                      f"ops {total:.1f} ms): {top}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _scaling_table(results: dict, key: str, columns: list[str]) -> list[str]:
+    """Markdown rows of one scaling section (``scale_tokens`` or ``scale_experts``): ms per path and x value."""
+    lines = ["| path | mode | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
+    for group in results.get(key, []):
+        if group:
+            cells = [_fmt(None if _median(c) is None else _median(c) * 1e3, ".1f") for c in group]
+            lines.append(f"| {path_label(results, group[0]['path'])} | {MODES[group[0]['mode']]} | "
+                         + " | ".join(cells) + " |")
+    return lines
 
 
 def speed_floor_lines(results: dict) -> list[str]:

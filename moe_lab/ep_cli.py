@@ -419,15 +419,21 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The layer's options, shared by this CLI and the msrun worker (``moe_lab.expert_parallel``), so the
+    two cannot drift apart. Introduced in notebook 05."""
+    parser.add_argument("--tokens-per-rank", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--ffn", type=int, default=64)
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--top-k", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="python -m moe_lab ep", description="Expert-parallel MoE layer on N msrun workers.")
     p.add_argument("--world-size", type=int, default=2, help="number of worker processes (ranks)")
-    p.add_argument("--tokens-per-rank", type=int, default=16)
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--ffn", type=int, default=64)
-    p.add_argument("--experts", type=int, default=8)
-    p.add_argument("--top-k", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    add_layer_arguments(p)
     p.add_argument("--strategy", default="auto", help=f"one of {', '.join(STRATEGY_CHOICES)}")
     p.add_argument("--repeats", type=int, default=3, help="timed forward passes per strategy (median)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds before the whole job is stopped")

@@ -514,15 +514,12 @@ def run_worker(cfg: WorkerConfig, out_dir: str) -> dict:
 
 
 def _parse(argv: list[str]) -> tuple[WorkerConfig, str]:
+    from moe_lab.ep_cli import add_layer_arguments  # the CLI's options (a light module, no cycle at import)
+
     p = argparse.ArgumentParser(prog="python -m moe_lab.expert_parallel",
                                 description="One rank of an expert-parallel MoE run (started by msrun).")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--tokens-per-rank", type=int, default=16)
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--ffn", type=int, default=64)
-    p.add_argument("--experts", type=int, default=8)
-    p.add_argument("--top-k", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    add_layer_arguments(p)
     p.add_argument("--strategies", default="allgather")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fail-rank", type=int, default=None)

@@ -265,3 +265,27 @@ def test_plots(synthetic):
     widths = [p.get_width() for p in ax.patches]
     assert sum(widths) == pytest.approx(100 + 8 + 4 + 90 + 8)
     plt.close(fig)
+
+
+def test_readme_speed_section_matches_the_stored_results():
+    """The README quotes benchmarks/results.json: its headline figures must be the stored run's."""
+    results = bench_report.load_results()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    speed = readme[readme.index("## Speed"):readme.index("## Running on an Atlas board")]
+    t = results["speed_target"]
+    fwd, both, loop = t["forward"], t["forward+backward"], t["loop"]
+    rows = {(r["path"], r["mode"]): r for r in bench_report.results_table(results) if r["tokens"] == 4096}
+    expected = [
+        f"**{fwd['ratio']:.2f}**", f"**{both['ratio']:.2f}**", f"{both['ratio']:.2f}× the equal-FLOPs",
+        f"already {fwd['floor_ratio']:.2f}× the dense FFN ({fwd['floor_ratio_cold']:.2f}× cold)",
+        f"{fwd['gflop_per_s']['baseline']:.0f} GFLOP/s", f"**{loop['speedup']:.0f}×**",
+        f"{loop['loop_s']:.1f} s against {loop['fastest_s'] * 1e3:.1f} ms",
+        f"run of {results['machine']['date'].removesuffix(' UTC')} UTC",
+        f"| {rows[('expert matmuls only', 'jit')]['forward_ms']:.0f} ms | {fwd['floor_ratio']:.2f} |",
+        f"| {rows[('capacity (dropless, padded)', 'jit')]['backward_ms']:.0f} ms | **{both['ratio']:.2f}** |",
+    ]
+    machine = results["machine"]
+    per_cycle = fwd["gflop_per_s"]["baseline"] * 1e9 / (machine["cores"] * machine["cpu_mhz"] * 1e6)
+    expected.append(f"{per_cycle:.0f} float32 FLOP per cycle per core")
+    missing = [e for e in expected if e not in speed]
+    assert not missing, missing
