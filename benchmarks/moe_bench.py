@@ -200,9 +200,9 @@ def build_case(case: dict, cfg: dict):
     from mindspore import Tensor, ops
 
     import moe_lab
-    from moe_lab.compiled import CompiledMoE, mean_square
-    from moe_lab.expert import Expert
-    from moe_lab.layer import MoELayer
+    from moe_lab.core.compiled import CompiledMoE, mean_square
+    from moe_lab.core.experts import Expert
+    from moe_lab.core.layer import MoELayer
 
     moe_lab.setup(seed=0)
     tokens, experts = case["tokens"], case.get("experts", cfg["experts"])
@@ -211,7 +211,7 @@ def build_case(case: dict, cfg: dict):
     path, mode, backward = case["path"], case["mode"], case["pass"] == "forward+backward"
     info: dict = {}
     if path == FLOOR_PATH:
-        from moe_lab.static_dispatch import experts_batched
+        from moe_lab.core.static import experts_batched
 
         model = MoELayer(cfg["hidden"], cfg["ffn"], experts, cfg["top_k"], activation=cfg["activation"], seed=0)
         rows, rest = divmod(tokens * cfg["top_k"], experts)

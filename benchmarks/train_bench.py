@@ -62,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     moe_lab.setup(seed=0)
     import mindspore as ms
 
-    from moe_lab.corpus import load_corpus
     from moe_lab.lm import LMConfig
-    from moe_lab.lm_cli import CHECKPOINT_CONFIG
+    from moe_lab.lm.checkpoint import CHECKPOINT_CONFIG
+    from moe_lab.lm.corpus import load_corpus
 
-    notebook = LMConfig(context=64, d_model=64, n_layers=2, n_heads=4, ffn_size=128, num_experts=8, top_k=1,
+    notebook = LMConfig(context=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_experts=8, top_k=1,
                         balance="aux", lr=1e-2, batch_size=8, seed=0)
     steps, repeats = (2, 2) if args.quick else (20, 5)
     models = [("notebook03_live", notebook)] + ([] if args.quick else [("checkpoint", CHECKPOINT_CONFIG)])

@@ -1,16 +1,19 @@
 """MoE Lab: small, readable MindSpore and NumPy helpers for the MoE course notebooks.
 
-The core (notebook 01): ``Expert``/``Experts``, ``TopKRouter``, ``MoELayer``, ``count_params``.
-Later notebooks import their own modules (``moe_lab.capacity``, ``moe_lab.balance``, ``moe_lab.budget`` ...).
+The block (notebooks 01-02): ``Expert``/``Experts``/``SharedExperts``, the routers (``SoftmaxRouter``,
+``SigmoidRouter``), ``MoELayer`` (``from_config``, ``load_checkpoint_weights``), ``count_params``.
+Later notebooks import their subpackages: ``moe_lab.core`` (dispatch, capacity, compiled paths, NumPy
+reference), ``moe_lab.balance``, ``moe_lab.lm``, ``moe_lab.viz``, ``moe_lab.parallel``, ``moe_lab.budget``,
+``moe_lab.ascend``.
 """
 
-from moe_lab.env import setup  # first: sets GLOG_v before MindSpore logs anything
-from moe_lab.expert import Expert, Experts
-from moe_lab.layer import MoELayer
-from moe_lab.params import ParamCount, count_params, moe_layer_params
-from moe_lab.router import Routing, TopKRouter
+from moe_lab.core.experts import Expert, Experts, SharedExperts
+from moe_lab.core.layer import MoELayer
+from moe_lab.core.params import ParamCount, count_params, moe_layer_params
+from moe_lab.core.routers import Router, Routing, SigmoidRouter, SoftmaxRouter
+from moe_lab.env import setup  # first: decides MindSpore's log level before MindSpore is imported
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["Expert", "Experts", "MoELayer", "ParamCount", "Routing", "TopKRouter", "count_params",
-           "moe_layer_params", "setup", "__version__"]
+__all__ = ["Expert", "Experts", "MoELayer", "ParamCount", "Router", "Routing", "SharedExperts", "SigmoidRouter",
+           "SoftmaxRouter", "count_params", "moe_layer_params", "setup", "__version__"]

@@ -44,7 +44,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, ops
 
-from moe_lab._checks import check_choice, check_float, check_int
+from moe_lab.checks import check_choice, check_float, check_int
 
 BALANCE_METHODS = ("none", "aux", "bias", "group")
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 RESULTS_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "results.json"
 PASSES = ("forward", "forward+backward")
@@ -267,8 +269,6 @@ def speed_floor_lines(results: dict) -> list[str]:
 
 
 def _figure(ncols: int = 1, width: float = 6.4):
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, ncols, figsize=(width, 3.6), squeeze=False)
     return fig, axes[0]
 
@@ -308,20 +308,14 @@ def plot_paths(results: dict):
 
 
 def _ratio_formatter():
-    from matplotlib.ticker import FuncFormatter
-
     return FuncFormatter(lambda v, _: f"{v:g}x")
 
 
 def _no_labels():
-    from matplotlib.ticker import NullFormatter
-
     return NullFormatter()
 
 
 def _plot_scaling(results: dict, key: str, xkey: str, xlabel: str, title: str):
-    from matplotlib.ticker import FuncFormatter
-
     fig, axes = _figure(1, 8.0)
     ax = axes[0]
     for group in results.get(key, []):

@@ -13,9 +13,9 @@ import pytest
 from mindspore import Tensor
 
 import moe_lab
-from moe_lab import ascend_ref as R
-from moe_lab.layer import MoELayer
-from moe_lab.reference import silu
+from moe_lab.ascend import ops_ref as R
+from moe_lab.core.layer import MoELayer
+from moe_lab.core.reference import silu
 
 moe_lab.setup(seed=0)
 

@@ -3,8 +3,8 @@ the MOE_LAB_BACKEND override, and the boards x operators table in data/ascend_op
 
 import pytest
 
-from moe_lab import ascend_ref
-from moe_lab import backend as B
+from moe_lab.ascend import backend as B
+from moe_lab.ascend import ops_ref as ascend_ref
 
 
 def no_probe(timeout):
@@ -43,9 +43,9 @@ def test_host_signals_empty_dev_dir(tmp_path):
 
 # ------------------------------------------------------------------------------ every tier
 @pytest.mark.parametrize("soc, tier, dispatch, fused, dtype", [
-    ("ascend910b", "fused", "fused", True, "bfloat16"),         # Atlas 800T/800I A2
-    ("Ascend910B3", "fused", "fused", True, "bfloat16"),        # raw aclrtGetSocName spelling
-    ("ascend910_93", "fused", "fused", True, "bfloat16"),       # Atlas A3
+    ("ascend910b", "fused", "fused", True, "float32"),          # Atlas 800T/800I A2 (float32: correct first)
+    ("Ascend910B3", "fused", "fused", True, "float32"),         # raw aclrtGetSocName spelling
+    ("ascend910_93", "fused", "fused", True, "float32"),        # Atlas A3
     ("ascend310p", "fp16-subset", "sorted", True, "float16"),   # Atlas 300I Duo
     ("ascend310b", "npu-basic", "sorted", False, None),         # Atlas 200I DK A2, Orange Pi AIpro
     ("ascend910", "npu-basic", "sorted", False, None),          # the old Atlas 800 (910A)
@@ -86,9 +86,12 @@ def test_probe_problems_fall_back_to_cpu_or_raise_when_forced(result, words):
 # ------------------------------------------------------------------------------ the real subprocess probe
 def test_probe_that_hangs_is_cut_at_the_time_limit():
     result = B.probe_mindspore(timeout=0.5, code="import time; time.sleep(60)")
-    assert result.error == "the MindSpore probe did not answer within 0.5 s"
+    assert result.error == ("the MindSpore probe did not answer within 0.5 s (raise MOE_LAB_PROBE_TIMEOUT on a slow "
+                            "board)")
     hanging = lambda t: B.probe_mindspore(timeout=t, code="import time; time.sleep(60)")  # noqa: E731
-    backend = B.detect_backend(env={}, signals=BOARD, probe=hanging, timeout=0.5)
+    reports = []
+    backend = B.detect_backend(env={}, signals=BOARD, probe=hanging, timeout=0.5, report=reports.append)
+    assert reports == [f"running on the CPU: {backend.reason}"]  # a board that is not used is said so, once
     assert backend.device == "CPU" and "did not answer within 0.5 s" in backend.reason
     with pytest.raises(B.AscendUnavailableError, match="did not answer"):
         B.detect_backend(env={"MOE_LAB_BACKEND": "ascend"}, signals=BOARD, probe=hanging, timeout=0.5)

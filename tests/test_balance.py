@@ -9,7 +9,7 @@ from mindspore import Tensor
 
 import moe_lab
 from moe_lab import balance as B
-from moe_lab.router import TopKRouter
+from moe_lab.core.routers import SoftmaxRouter
 
 moe_lab.setup(seed=0)
 
@@ -96,7 +96,7 @@ def test_group_loss_properties():
 
 
 def test_gradients_reach_the_router_and_not_the_selection_bias():
-    router = TopKRouter(8, 4, top_k=2, seed=3)
+    router = SoftmaxRouter(8, 4, top_k=2, seed=3)
     x = t(np.random.default_rng(0).normal(size=(64, 8)))
 
     def loss(x):
@@ -122,7 +122,7 @@ def test_bias_update_rule_and_direction():
 
 def test_bias_updates_move_load_toward_balance():
     """A router skewed towards expert 0: repeated sign-rule updates spread the load."""
-    router = TopKRouter(8, 4, top_k=1, seed=0)
+    router = SoftmaxRouter(8, 4, top_k=1, seed=0)
     router.selection_bias.set_data(t([0.5, 0.0, 0.0, 0.0]))  # start badly: expert 0 takes almost all
     x = t(np.random.default_rng(1).normal(size=(256, 8)))
     first = B.tokens_per_expert(router(x).indices, 4)
@@ -138,7 +138,7 @@ def test_bias_updates_move_load_toward_balance():
 
 
 def test_bias_update_inside_jit():
-    router = TopKRouter(8, 4, top_k=2, seed=0)
+    router = SoftmaxRouter(8, 4, top_k=2, seed=0)
     x = t(np.random.default_rng(2).normal(size=(32, 8)))
 
     @ms.jit

@@ -5,22 +5,24 @@ import json
 
 import pytest
 
-from moe_lab.budget import (
-    MODELS_DIR,
-    ConfigFieldError,
-    ModelSpec,
+from moe_lab.budget.count import (
     attention_params,
     compare_with_published,
     count_parameters,
     expert_params,
+    matrix_params,
+)
+from moe_lab.budget.memory import quantization_scales, weight_bytes
+from moe_lab.budget.spec import (
+    MODELS_DIR,
+    ConfigFieldError,
+    ModelSpec,
     load_config,
     load_model,
     load_published,
-    matrix_params,
     model_ids,
     spec_from_config,
 )
-from moe_lab.budget_memory import quantization_scales, weight_bytes
 
 REQUIRED = ["openpangu-ultra-moe-718b", "deepseek-v3", "deepseek-v2", "mixtral-8x7b", "mixtral-8x22b",
             "qwen1.5-moe-a2.7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "kimi-k2", "gpt-oss-120b"]
@@ -170,7 +172,7 @@ def test_spec_from_config_errors_name_the_field_and_the_choices():
         spec_from_config(_tiny_deepseek(num_hidden_layers=-1))
     with pytest.raises(TypeError, match="dict"):
         spec_from_config("config.json")
-    with pytest.raises(ValueError, match="unknown model 'x'; valid models: deepseek-v2"):
+    with pytest.raises(ValueError, match="unknown model 'x'; valid models: deepseek-moe-16b, deepseek-v2"):
         load_model("x")
 
 

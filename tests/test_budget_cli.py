@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from moe_lab.budget import MODELS_DIR, count_parameters, load_model
-from moe_lab.budget_cli import main
+from moe_lab.budget.cli import main
+from moe_lab.budget.count import count_parameters
+from moe_lab.budget.spec import MODELS_DIR, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADLINE = ["--model", "openpangu-ultra-moe-718b", "--dtype", "bf16", "--device", "atlas-800i-a2",
@@ -39,7 +40,7 @@ def test_subprocess_error_is_one_line_exit_2():
     assert r.returncode == 2
     assert r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
-    assert "valid models: deepseek-v2" in r.stderr
+    assert "valid models: deepseek-moe-16b, deepseek-v2" in r.stderr
 
 
 def test_in_process_json_and_config(capsys):

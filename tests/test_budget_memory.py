@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from moe_lab.budget import count_parameters, load_model, matrix_params
-from moe_lab.budget_hardware import HARDWARE_JSON, Device, device_names, figure_range, load_device
-from moe_lab.budget_memory import (
+from moe_lab.budget.count import count_parameters, matrix_params
+from moe_lab.budget.hardware import HARDWARE_JSON, Device, device_names, figure_range, load_device
+from moe_lab.budget.memory import (
     GB,
     Layout,
     activation_bytes_per_layer,
@@ -25,6 +25,7 @@ from moe_lab.budget_memory import (
     weight_bytes,
     weight_bytes_by_component,
 )
+from moe_lab.budget.spec import load_model
 
 PANGU = "openpangu-ultra-moe-718b"
 

@@ -5,9 +5,10 @@ import dataclasses
 import pytest
 
 import moe_lab
-from moe_lab.budget import count_parameters, load_model, model_ids
-from moe_lab.budget_model import BudgetModel, MoEBlock, build_model, shrink
-from moe_lab.layer import MoELayer
+from moe_lab.budget.count import count_parameters
+from moe_lab.budget.model import BudgetModel, MoEBlock, build_model, shrink
+from moe_lab.budget.spec import load_model, model_ids
+from moe_lab.core.layer import MoELayer
 
 
 @pytest.mark.parametrize("model_id", model_ids())
@@ -40,7 +41,8 @@ def test_skeleton_is_built_from_moe_lab_blocks():
     moe = [c for _, c in model.cells_and_names() if isinstance(c, MoELayer)]
     assert len(moe) == spec.num_moe_layers + spec.mtp_layers
     blocks = [c for _, c in model.cells_and_names() if isinstance(c, MoEBlock)]
-    assert all(b.shared is not None for b in blocks)
+    assert all(b.moe.shared_experts is not None for b in blocks)
+    assert all(b.moe.router.scoring_func == "sigmoid" for b in blocks)  # DeepSeek-V3's router, as from_config builds
 
 
 def test_gpt_oss_biases_count_as_expert_weights():

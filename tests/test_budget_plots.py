@@ -9,10 +9,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from moe_lab.budget import count_parameters, load_model  # noqa: E402
-from moe_lab.budget_hardware import load_device  # noqa: E402
-from moe_lab.budget_memory import devices_needed, serving_memory  # noqa: E402
-from moe_lab.budget_plots import WithPngFallback, figure_png, memory_bar_figure, params_figure  # noqa: E402
+from moe_lab.budget.count import count_parameters  # noqa: E402
+from moe_lab.budget.hardware import load_device  # noqa: E402
+from moe_lab.budget.memory import devices_needed, serving_memory  # noqa: E402
+from moe_lab.budget.spec import load_model  # noqa: E402
+from moe_lab.viz.budget import memory_bar_figure, params_figure  # noqa: E402
+from moe_lab.viz.widgets import WithPngFallback, figure_png  # noqa: E402
 
 
 def test_memory_bar_figure_stacks_three_parts_and_names_the_device_count():
@@ -48,7 +50,7 @@ def test_params_figure_and_png():
     fig = params_figure(rows)
     assert len(fig.axes[0].patches) == 4 and fig.axes[0].get_xscale() == "log"
     png = figure_png(fig)
-    assert png.startswith("iVBOR")  # base64 of the PNG signature
+    assert png.startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="at least one"):
         params_figure([])
 

@@ -10,11 +10,11 @@ import pytest
 from mindspore import Tensor
 
 import moe_lab
-from moe_lab.capacity import expert_capacity, keep_mask
-from moe_lab.dispatch import DISPATCH
-from moe_lab.fused import REFERENCE_KERNELS, fused_moe
-from moe_lab.layer import MoELayer
-from moe_lab.reference import keep_numpy, layer_forward_numpy
+from moe_lab.ascend.fused import REFERENCE_KERNELS, fused_moe
+from moe_lab.core.capacity import expert_capacity, keep_mask
+from moe_lab.core.dispatch import DISPATCH
+from moe_lab.core.layer import MoELayer
+from moe_lab.core.reference import keep_numpy, layer_forward_numpy
 
 moe_lab.setup(seed=0)
 
@@ -163,5 +163,7 @@ def test_every_path_matches_numpy_reference_with_capacity(policy, cf, activation
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4, err_msg=f"{path} cf={cf} {policy}")
     # "fused" refuses to run on a CPU (no Ascend operators); its pipeline runs with the NumPy kernels
     routing = layer.route(x)
-    got = fused_moe(x.reshape(-1, 16), routing, layer.experts, kernels=REFERENCE_KERNELS).asnumpy()
+    e = layer.experts
+    got = fused_moe(x.reshape(-1, 16), routing.indices, routing.weights, e.w_gate, e.w_up, e.w_down,
+                    kernels=REFERENCE_KERNELS).asnumpy()
     np.testing.assert_allclose(got.reshape(x.shape), want, atol=2e-5, rtol=1e-4, err_msg="fused (reference)")

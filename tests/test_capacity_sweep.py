@@ -12,9 +12,10 @@ import pytest  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
 import moe_lab  # noqa: E402
-from moe_lab.capacity_sweep import CapacitySweep, capacity_sweep, plot_capacity_sweep  # noqa: E402
-from moe_lab.layer import MoELayer  # noqa: E402
-from moe_lab.reference import keep_numpy, moe_forward_numpy  # noqa: E402
+from moe_lab.core.capacity_sweep import CapacitySweep, capacity_sweep  # noqa: E402
+from moe_lab.core.layer import MoELayer  # noqa: E402
+from moe_lab.core.reference import keep_numpy, moe_forward_numpy  # noqa: E402
+from moe_lab.viz.figures import plot_capacity_sweep  # noqa: E402
 
 moe_lab.setup(seed=0)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moe_lab.corpus import DEFAULT_PATH, DOMAINS, VOCAB_SIZE, decode, encode, load_corpus, split_point
+from moe_lab.lm.corpus import DEFAULT_PATH, DOMAINS, VOCAB_SIZE, decode, encode, load_corpus, split_point
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from moe_lab import ep_cli
-from moe_lab.ep_cli import EPJobError, find_launcher, job_processes, run_ep, write_json
+from moe_lab.parallel import cli as ep_cli
+from moe_lab.parallel.cli import EPJobError, find_launcher, job_processes, run_ep, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,11 +56,11 @@ def fake_launcher(tmp_path, body):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--world-size", "3"], "world_size must divide experts=8 .* got world_size=3, allowed: \\[1, 2, 4, 8\\]"),
+    (["--world-size", "3"], "world_size must divide num_experts=8 .* got world_size=3, allowed: \\[1, 2, 4, 8\\]"),
     (["--world-size", "0"], "world_size must be >= 1, got 0"),
     (["--world-size", "-2"], "world_size must be >= 1, got -2"),
     (["--world-size", "two"], "argument --world-size: invalid int value: 'two'"),
-    (["--world-size", "4", "--experts", "6"], "world_size must divide experts=6 .* allowed: \\[1, 2, 3, 6\\]"),
+    (["--world-size", "4", "--num-experts", "6"], "world_size must divide num_experts=6 .* allowed: \\[1, 2, 3, 6\\]"),
     (["--world-size", "2", "--top-k", "9"], "top_k must be <= 8, got 9"),
     (["--world-size", "2", "--strategy", "ring"], "strategy must be one of 'auto', 'all'"),
     (["--world-size", "2", "--strategy", "fused"], "strategy 'fused' needs MoeDistributeDispatch"),
@@ -182,5 +182,5 @@ def test_module_entry_point_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "moe_lab", "ep", "--world-size", "5"], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2
-    assert done.stderr.strip() == ("error: world_size must divide experts=8 (each rank owns experts/world_size of "
-                                   "them); got world_size=5, allowed: [1, 2, 4, 8]")
+    assert done.stderr.strip() == ("error: world_size must divide num_experts=8 (each rank owns num_experts/world_size "
+                                   "of them); got world_size=5, allowed: [1, 2, 4, 8]")

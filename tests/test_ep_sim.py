@@ -5,11 +5,13 @@ import json
 import os
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from moe_lab import ep_sim
-from moe_lab.ep_sim import (
+from moe_lab.parallel import sim as ep_sim
+from moe_lab.parallel.layer import FUSED_CONSTRAINTS, ring_bytes
+from moe_lab.parallel.sim import (
     a2a_volume,
     cap_shares,
     device_loads,
@@ -23,7 +25,7 @@ from moe_lab.ep_sim import (
     simulate,
     step_volume,
 )
-from moe_lab.expert_parallel import FUSED_CONSTRAINTS, ring_bytes
+from moe_lab.viz import ep as ep_viz
 
 matplotlib.use("Agg")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,7 +180,7 @@ def test_fused_constraints_match_the_facts_file():
 def test_simulate_defaults_are_the_718b_on_4_nodes():
     sim = simulate()
     v = sim.volume
-    assert (v.ep, v.nodes, v.top_k, v.hidden) == (32, 4, 8, 7680)
+    assert (v.ep, v.nodes, v.top_k, v.hidden_size) == (32, 4, 8, 7680)
     assert v.inter_fraction == pytest.approx(24 / 31)
     assert sim.expected_imbalance == pytest.approx(1.0)
     assert 1.0 <= sim.sampled_imbalance < 1.05  # 1M slots: sampling noise is small
@@ -186,26 +188,25 @@ def test_simulate_defaults_are_the_718b_on_4_nodes():
 
 
 def test_figures():
-    fig = ep_sim.fig_volume_vs_ep((8, 16, 32), 1024, 7680, 8)
+    fig = ep_viz.fig_volume_vs_ep((8, 16, 32), 1024, 7680, 8)
     assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 6
-    fig = ep_sim.fig_device_loads([3, 5, 4], "x")
+    fig = ep_viz.fig_device_loads([3, 5, 4], "x")
     assert "max/mean = 1.25" in fig.axes[0].get_title()
-    fig = ep_sim.fig_sim(simulate(ep=16, routing="zipf", skew=1.0))
+    fig = ep_viz.fig_sim(simulate(ep=16, routing="zipf", skew=1.0))
     assert len(fig.axes) == 2 and len(fig.axes[1].patches) == 16
     result = {"strategies": {s: {"ranks": [{"rank": r, "rows": 10 + r, "bytes_sent": 1024 * (r + 1)} for r in range(2)]}
                              for s in ("allgather", "alltoall")}}
-    fig = ep_sim.fig_run(result)
+    fig = ep_viz.fig_run(result)
     assert len(fig.axes) == 2 and len(fig.axes[1].patches) == 4
-    import matplotlib.pyplot as plt
-
     plt.close("all")
 
 
 def test_dashboard_steps_every_control_and_has_png_fallback():
-    dash = ep_sim.EPDashboard()
+    dash = ep_viz.EPDashboard(quiet=True)
     start = dash.values()
-    draws = dash.step_all()
+    draws = dash.step_through()
     assert dash.values() == start
     assert draws >= sum(len(c.options) if hasattr(c, "options") else 5 for c in dash.controls.values()) - 8
-    bundle = ep_sim.WithPngFallback(dash.widget(), ep_sim.fig_sim(dash.simulate()))._repr_mimebundle_()
+    bundle = dash._repr_mimebundle_()
     assert "image/png" in bundle and "application/vnd.jupyter.widget-view+json" in bundle
+    plt.close("all")

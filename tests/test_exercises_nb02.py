@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moe_lab.capacity import expert_capacity
+from moe_lab.core.capacity import expert_capacity
+from moe_lab.core.reference import keep_numpy
 from moe_lab.exercises import nb02
-from moe_lab.reference import keep_numpy
 
 
 def test_placeholders_are_unanswered():

@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 
 from moe_lab.exercises import nb04  # noqa: E402
 from moe_lab.lm import CHECKPOINT_DIR  # noqa: E402
-from moe_lab.widgets import RoutingDashboard, simulate_routing  # noqa: E402
+from moe_lab.viz.dashboards import RoutingDashboard  # noqa: E402
+from moe_lab.viz.simulate import simulate_routing  # noqa: E402
 
 
 @pytest.mark.parametrize("checker", [nb04.check_capacity, nb04.check_min_capacity_factor, nb04.check_temperature,

@@ -6,27 +6,28 @@ import pytest
 from mindspore import Tensor
 
 import moe_lab
-from moe_lab.backend import Backend
-from moe_lab.ep_cli import format_table, job_processes, run_ep
-from moe_lab.expert_parallel import (
+from moe_lab.ascend.backend import Backend
+from moe_lab.core.reference import expert_numpy, layer_forward_numpy
+from moe_lab.parallel.cli import format_table, job_processes, run_ep
+from moe_lab.parallel.layer import (
     Communicator,
     ExpertParallelMoE,
     choose_strategy,
     expert_range,
     fused_dispatch_violations,
-    make_tokens,
     pack_plan,
     ring_bytes,
 )
-from moe_lab.reference import expert_numpy, layer_forward_numpy
+from moe_lab.parallel.worker import make_tokens
 
-CFG = dict(tokens_per_rank=12, hidden=16, ffn=24, experts=8, top_k=2, seed=3)
+CFG = dict(tokens_per_rank=12, hidden_size=16, intermediate_size=24, num_experts=8, top_k=2, seed=3)
 JOB_TIMEOUT = 240.0  # seconds; a loaded 2-core machine starts 5 MindSpore processes in ~30 s
 
 
 def single_process(world_size, cfg=CFG):
-    layer = moe_lab.MoELayer(cfg["hidden"], cfg["ffn"], cfg["experts"], cfg["top_k"], seed=cfg["seed"])
-    x = make_tokens(cfg["tokens_per_rank"] * world_size, cfg["hidden"], cfg["seed"])
+    layer = moe_lab.MoELayer(cfg["hidden_size"], cfg["intermediate_size"], cfg["num_experts"], cfg["top_k"],
+                             seed=cfg["seed"])
+    x = make_tokens(cfg["tokens_per_rank"] * world_size, cfg["hidden_size"], cfg["seed"])
     return layer, x, layer(Tensor(x)).asnumpy()
 
 
@@ -166,7 +167,7 @@ def test_each_rank_processes_the_rows_routed_to_its_experts(job):
     world, result, _ = job
     layer, x, _ = single_process(world)
     load = layer.route(Tensor(x)).load()
-    per = CFG["experts"] // world
+    per = CFG["num_experts"] // world
     for s in result["strategies"].values():
         assert s["expert_load"] == load.tolist()
         for row in s["ranks"]:
@@ -177,7 +178,7 @@ def test_each_rank_processes_the_rows_routed_to_its_experts(job):
 
 def test_bytes_follow_the_ring_formulas(job):
     world, result, _ = job
-    n, h, k, f32 = CFG["tokens_per_rank"], CFG["hidden"], CFG["top_k"], 4
+    n, h, k, f32 = CFG["tokens_per_rank"], CFG["hidden_size"], CFG["top_k"], 4
     allgather = (world - 1) * (n * h * f32 + 2 * n * k * f32) + 2 * (world - 1) * (world * n * h * f32) // world
     for row in result["strategies"]["allgather"]["ranks"]:
         assert row["bytes_sent"] == row["bytes_received"] == allgather
@@ -207,10 +208,10 @@ def test_table_without_timings_is_deterministic_text(job):
 
 
 def test_strategy_bytes_formula_matches_the_run(job):
-    from moe_lab.ep_sim import strategy_bytes
+    from moe_lab.parallel.sim import strategy_bytes
 
     world, result, _ = job
-    n, h, k = CFG["tokens_per_rank"], CFG["hidden"], CFG["top_k"]
+    n, h, k = CFG["tokens_per_rank"], CFG["hidden_size"], CFG["top_k"]
     for row in result["strategies"]["allgather"]["ranks"]:
         rows_only = sum(c["sent"] for c in row["collectives"] if c["phase"] in ("dispatch: tokens",
                                                                                    "combine: partial outputs"))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from mindspore import ops
 
-from moe_lab import Expert, Experts, MoELayer, TopKRouter
-from moe_lab.reference import layer_forward_numpy, route_numpy
+from moe_lab import Expert, Experts, MoELayer, SoftmaxRouter
+from moe_lab.core.reference import layer_forward_numpy, route_numpy
 
 PATHS = ["loop", "dense", "sorted"]
 
@@ -15,7 +15,7 @@ PATHS = ["loop", "dense", "sorted"]
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("shape", [(7, 16), (2, 5, 16)])
 def test_paths_match_numpy_reference(make_x, activation, normalize, shape):
-    layer = MoELayer(16, 24, 4, 2, activation=activation, normalize_top_k=normalize, seed=1)
+    layer = MoELayer(16, 24, 4, 2, activation=activation, norm_topk_prob=normalize, seed=1)
     x = make_x(*shape, seed=2)
     ref = layer_forward_numpy(layer, x)
     for path in PATHS:
@@ -54,7 +54,7 @@ def test_route_matches_numpy_and_weights_sum_to_one(make_x):
 
 
 def test_selection_bias_changes_choice_not_weights(make_x):
-    layer = MoELayer(8, 12, 4, 1, normalize_top_k=False, seed=7)
+    layer = MoELayer(8, 12, 4, 1, norm_topk_prob=False, seed=7)
     x = make_x(6, 8, seed=8)
     layer.router.selection_bias.set_data(ms.Tensor(np.array([10.0, 0, 0, 0], np.float32)))
     routing = layer.route(x)
@@ -124,7 +124,7 @@ def test_top1_with_renormalisation_gives_the_router_no_gradient(make_x):
     (why Switch keeps the raw probability for top-1)."""
     x = make_x(5, 8, seed=18)
     for normalize, expect_zero in ((True, True), (False, False)):
-        layer = MoELayer(8, 12, 4, 1, normalize_top_k=normalize, seed=13)
+        layer = MoELayer(8, 12, 4, 1, norm_topk_prob=normalize, seed=13)
         router = next(v for k, v in _grads(layer, x, "sorted").items() if k.endswith("router.weight"))
         # zero up to float32 rounding of w / w (about 1e-10 here) vs order 1 when not renormalised
         assert (np.abs(router).max() < 1e-6) == expect_zero
@@ -143,7 +143,7 @@ def test_router_gradient_matches_finite_difference(make_x):
             w2 = w.copy()
             w2[i, j] += sign * eps
             layer.router.weight.set_data(ms.Tensor(w2.astype(np.float32)))
-            from moe_lab.reference import moe_forward_numpy
+            from moe_lab.core.reference import moe_forward_numpy
 
             ew = layer.experts.numpy_weights()
             y = moe_forward_numpy(x.asnumpy(), w2, ew["w_gate"], ew["w_up"], ew["w_down"], 2)
@@ -198,7 +198,7 @@ def test_compiled_gradients_equal_eager_gradients_through_two_layers(make_x):
     (dict(top_k=5), ValueError, ["top_k", "<= 4", "5"]),
     (dict(top_k=2.0), TypeError, ["top_k", "integer", "2.0"]),
     (dict(hidden_size=0), ValueError, ["hidden_size", ">= 1"]),
-    (dict(ffn_size=-3), ValueError, ["ffn_size", "-3"]),
+    (dict(intermediate_size=-3), ValueError, ["intermediate_size", "-3"]),
     (dict(num_experts=0, top_k=1), ValueError, ["num_experts", ">= 1"]),
     (dict(activation="gelu"), ValueError, ["activation", "'swiglu'", "'gelu'"]),
     (dict(capacity_factor=0), ValueError, ["capacity_factor", "> 0.0"]),
@@ -206,7 +206,7 @@ def test_compiled_gradients_equal_eager_gradients_through_two_layers(make_x):
     (dict(drop_policy="random"), ValueError, ["drop_policy", "'position'", "'random'"]),
 ])
 def test_layer_rejects_bad_arguments(kwargs, error, words):
-    args = dict(hidden_size=8, ffn_size=12, num_experts=4, top_k=2) | kwargs
+    args = dict(hidden_size=8, intermediate_size=12, num_experts=4, top_k=2) | kwargs
     with pytest.raises(error) as info:
         MoELayer(**args)
     for word in words:
@@ -215,20 +215,20 @@ def test_layer_rejects_bad_arguments(kwargs, error, words):
 
 def test_router_rejects_bad_arguments():
     with pytest.raises(ValueError, match="top_k must be <= 3, got 4"):
-        TopKRouter(8, 3, 4)
+        SoftmaxRouter(8, 3, 4)
     with pytest.raises(ValueError, match="top_k must be >= 1, got 0"):
-        TopKRouter(8, 3, 0)
+        SoftmaxRouter(8, 3, 0)
     with pytest.raises(ValueError, match="hidden_size must be >= 1, got 0"):
-        TopKRouter(0, 3, 1)
-    with pytest.raises(TypeError, match="normalize must be True or False"):
-        TopKRouter(8, 3, 1, normalize="yes")
+        SoftmaxRouter(0, 3, 1)
+    with pytest.raises(TypeError, match="norm_topk_prob must be True or False"):
+        SoftmaxRouter(8, 3, 1, norm_topk_prob="yes")
 
 
 @pytest.mark.parametrize("x, error, words", [
     (np.zeros((4, 8), np.float32), TypeError, ["x must be a mindspore.Tensor", "ndarray"]),
     (ms.Tensor(np.zeros((4, 8), np.int32)), TypeError, ["floating dtype", "Int32"]),
-    (ms.Tensor(np.zeros(8, np.float32)), ValueError, ["(tokens, hidden)", "(8,)"]),
-    (ms.Tensor(np.zeros((1, 2, 3, 8), np.float32)), ValueError, ["(batch, seq, hidden)", "(1, 2, 3, 8)"]),
+    (ms.Tensor(np.zeros(8, np.float32)), ValueError, ["(tokens, hidden_size)", "(8,)"]),
+    (ms.Tensor(np.zeros((1, 2, 3, 8), np.float32)), ValueError, ["(batch, seq, hidden_size)", "(1, 2, 3, 8)"]),
     (ms.Tensor(np.zeros((4, 7), np.float32)), ValueError, ["hidden_size=8", "(4, 7)"]),
 ])
 def test_layer_rejects_bad_input(x, error, words):

@@ -1,4 +1,4 @@
-"""moe_lab.lm and moe_lab.lm_cli: the tiny MoE language model, its jitted training and checkpoint."""
+"""moe_lab.lm: the tiny MoE language model, its jitted training, checkpoint and command line."""
 
 import dataclasses
 import json
@@ -12,14 +12,17 @@ import pytest
 from mindspore import Tensor
 
 from moe_lab import lm
-from moe_lab.corpus import DOMAINS, load_corpus
-from moe_lab.layer import MoELayer
-from moe_lab.lm_cli import CHECKPOINT_CONFIG, CHECKPOINT_STEPS
-from moe_lab.reference import layer_forward_numpy
+from moe_lab.core.layer import MoELayer
+from moe_lab.core.reference import layer_forward_numpy
+from moe_lab.lm import checkpoint as lm_checkpoint
+from moe_lab.lm import cli as lm_cli
+from moe_lab.lm.checkpoint import CHECKPOINT_CONFIG, CHECKPOINT_STEPS
+from moe_lab.lm.corpus import DOMAINS, load_corpus
+from moe_lab.viz import lm as lm_plots
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = lm.LMConfig(context=16, d_model=32, n_layers=2, n_heads=2, ffn_size=32, num_experts=4, top_k=2,
-                   batch_size=4, lr=1e-2, balance="aux")
+TINY = lm.LMConfig(context=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                   num_experts=4, top_k=2, batch_size=4, lr=1e-2, balance="aux")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def test_forward_shapes():
     tokens = Tensor(np.arange(2 * 16).reshape(2, 16) % 256, ms.int32)
     logits, router_logits, probs, indices, weights = model(tokens)
     assert logits.shape == (2, 16, 256)
-    assert len(probs) == len(indices) == len(weights) == len(router_logits) == TINY.n_layers
+    assert len(probs) == len(indices) == len(weights) == len(router_logits) == TINY.num_hidden_layers
     assert probs[0].shape == router_logits[0].shape == (32, 4)
     assert indices[0].shape == weights[0].shape == (32, 2)
     assert np.allclose(probs[1].asnumpy().sum(-1), 1.0, atol=1e-5)
@@ -159,7 +162,7 @@ def test_checkpoint_round_trip(tmp_path):
     model = lm.TinyMoELM(TINY)
     model.blocks[1].moe.router.selection_bias.set_data(Tensor(np.array([0.1, -0.1, 0.2, 0.0], np.float32)))
     lm.save_checkpoint(model, tmp_path / "ckpt", {"steps": 0})
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == sorted(lm.CHECKPOINT_FILES)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == sorted(lm_checkpoint.CHECKPOINT_FILES)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary folder left behind
     loaded = lm.load_checkpoint(tmp_path / "ckpt", expected=TINY)
     tokens = Tensor(np.arange(16, dtype=np.int32)[None] * 7)
@@ -191,7 +194,7 @@ def test_shipped_checkpoint_loads_and_matches_the_code():
     # it learned something: far below the 5.55 nats of a uniform guess over 256 bytes
     assert summary["val_ce_per_domain"]["mean"] < 3.0
     routes = lm.route_text(model, "12+7=19")
-    assert routes.indices.shape == (CHECKPOINT_CONFIG.n_layers, 7, CHECKPOINT_CONFIG.top_k)
+    assert routes.indices.shape == (CHECKPOINT_CONFIG.num_hidden_layers, 7, CHECKPOINT_CONFIG.top_k)
 
 
 def test_bad_input(corpus, trained):
@@ -203,22 +206,22 @@ def test_bad_input(corpus, trained):
         lm.LMConfig(bias_rate=-1.0)
     with pytest.raises(ValueError, match="top_k must be <= 4"):
         lm.LMConfig(num_experts=4, top_k=5)
-    with pytest.raises(ValueError, match="n_heads must divide d_model=32"):
-        lm.LMConfig(d_model=32, n_heads=3)
+    with pytest.raises(ValueError, match="num_attention_heads must divide hidden_size=32"):
+        lm.LMConfig(hidden_size=32, num_attention_heads=3)
     with pytest.raises(ValueError, match="num_groups must divide num_experts=4, got num_groups=3"):
         lm.LMConfig(num_experts=4, balance="group", num_groups=3)
     assert lm.LMConfig(num_experts=1, top_k=1, balance="aux").num_groups == 2  # only "group" needs it
     with pytest.raises(ValueError, match="unknown LMConfig fields"):
         lm.LMConfig.from_dict({**TINY.to_dict(), "dropout": 0.1})
     with pytest.raises(TypeError, match="cfg must be an LMConfig"):
-        lm.TinyMoELM({"d_model": 8})
+        lm.TinyMoELM({"hidden_size": 8})
     model, trainer = trained
     with pytest.raises(ValueError, match="steps must be >= 1"):
         lm.train(model, corpus, 0, trainer=trainer, progress=False)
     with pytest.raises(TypeError, match="corpus must be a moe_lab.corpus.Corpus"):
         lm.train(model, "data/corpus", 1, trainer=trainer, progress=False)
     with pytest.raises(ValueError, match="reset can only change"):
-        trainer.reset(dataclasses.replace(TINY, d_model=64))
+        trainer.reset(dataclasses.replace(TINY, hidden_size=64))
     with pytest.raises(ValueError, match="trainer was built for another model"):
         lm.train(lm.TinyMoELM(TINY), corpus, 1, trainer=trainer, progress=False)
     with pytest.raises(ValueError, match="progress must be True or False"):
@@ -226,8 +229,6 @@ def test_bad_input(corpus, trained):
 
 
 def test_cli_trial_run_and_errors(tmp_path):
-    from moe_lab import lm_cli
-
     assert lm_cli.main(["--steps", "2", "--out", str(tmp_path / "trial"), "--no-progress", "--eval-batches", "1"]) == 0
     summary = json.loads((tmp_path / "trial" / "summary.json").read_text())
     assert summary["steps"] == 2 and set(summary["val_ce_per_domain"]) == set(DOMAINS) | {"mean"}
@@ -256,23 +257,23 @@ def test_figures():
     import matplotlib.pyplot as plt
 
     runs = {"none": _fake_result(), "aux": _fake_result(seed=1)}
-    fig = lm.plot_losses(runs, window=3)
+    fig = lm_plots.plot_losses(runs, window=3)
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 3  # two runs + the uniform-guess line
     plt.close(fig)
-    fig = lm.plot_load_shares(runs, layer=1)
+    fig = lm_plots.plot_load_shares(runs, layer=1)
     assert [ax.get_title() for ax in fig.axes] == ["none", "aux"]
     assert fig.axes[0].get_ylim() == (0.0, 1.0)
     plt.close(fig)
-    smooth = lm._smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2)
+    smooth = lm_plots._smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2)
     assert np.allclose(smooth, [1.0, 2.0, 4.0, 6.0])
     with pytest.raises(ValueError, match="layer must be <= 1"):
-        lm.plot_load_shares(runs, layer=2)
+        lm_plots.plot_load_shares(runs, layer=2)
     with pytest.raises(TypeError, match="results must be a non-empty dict"):
-        lm.plot_losses({})
+        lm_plots.plot_losses({})
     with pytest.raises(TypeError, match=r"results\['x'\] must be a TrainResult"):
-        lm.plot_losses({"x": [1, 2]})
+        lm_plots.plot_losses({"x": [1, 2]})
     with pytest.raises(ValueError, match="expected"):
-        lm.plot_load_shares({"a": _fake_result(), "b": _fake_result(experts=8)})
+        lm_plots.plot_load_shares({"a": _fake_result(), "b": _fake_result(experts=8)})
 
 
 def test_train_bench_quick(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 from mindspore import nn
 
 from moe_lab import Expert, MoELayer, count_params, moe_layer_params
-from moe_lab.params import expert_params
+from moe_lab.core.params import expert_params
 
 
 @pytest.mark.parametrize("h, f, e, k, act", [(8, 12, 4, 2, "swiglu"), (16, 64, 8, 1, "relu"),

@@ -8,10 +8,10 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 import moe_lab
-from moe_lab.compiled import CompiledMoE, mean_square
-from moe_lab.layer import MoELayer
-from moe_lab.reference import layer_forward_numpy
-from moe_lab.static_dispatch import (
+from moe_lab.core.compiled import CompiledMoE, mean_square
+from moe_lab.core.layer import MoELayer
+from moe_lab.core.reference import layer_forward_numpy
+from moe_lab.core.static import (
     PAD_MULTIPLE,
     buffer_fill,
     capacity_moe,

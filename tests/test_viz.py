@@ -10,8 +10,8 @@ import pytest  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from moe_lab import viz  # noqa: E402
-from moe_lab.layer import MoELayer  # noqa: E402
+from moe_lab.core.layer import MoELayer  # noqa: E402
+from moe_lab.viz import figures as viz  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
-"""moe_lab.widgets: the NumPy routing simulation matches MoELayer, balancing works, and no widget value
-makes a dashboard callback raise (every control stepped through its range, no browser needed)."""
+"""moe_lab.viz (simulate, widgets, dashboards): the NumPy routing simulation matches MoELayer, balancing
+works, and no widget value makes a dashboard callback raise (every control stepped through its range, no
+browser needed)."""
 
 import base64
 
@@ -12,10 +13,18 @@ import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from moe_lab import balance, viz, widgets  # noqa: E402
-from moe_lab.capacity import expert_capacity, keep_mask  # noqa: E402
-from moe_lab.layer import MoELayer  # noqa: E402
-from moe_lab.reference import keep_numpy  # noqa: E402
+from moe_lab import balance  # noqa: E402
+from moe_lab.core import reference  # noqa: E402
+from moe_lab.core.capacity import expert_capacity, keep_mask  # noqa: E402
+from moe_lab.core.layer import MoELayer  # noqa: E402
+from moe_lab.core.reference import keep_numpy  # noqa: E402
+from moe_lab.lm import routes  # noqa: E402
+from moe_lab.lm.corpus import DOMAINS, load_corpus  # noqa: E402
+from moe_lab.lm.model import LMConfig, TinyMoELM  # noqa: E402
+from moe_lab.lm.routes import route_text  # noqa: E402
+from moe_lab.viz import dashboards, simulate  # noqa: E402
+from moe_lab.viz import figures as viz  # noqa: E402
+from moe_lab.viz import widgets as vwidgets  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -31,11 +40,11 @@ def close_figures():
 @pytest.mark.parametrize("normalize", [True, False])
 def test_route_logits_matches_moelayer(make_x, capacity_factor, drop_policy, normalize):
     layer = MoELayer(8, 16, num_experts=4, top_k=2, capacity_factor=capacity_factor, drop_policy=drop_policy,
-                     normalize_top_k=normalize, seed=3)
+                     norm_topk_prob=normalize, seed=3)
     layer.router.selection_bias.set_data(ms.Tensor(np.array([0.05, -0.02, 0.0, 0.01], np.float32)))
     x = make_x(40, 8, seed=1)
     routing = layer.route(x)
-    sim = widgets.route_logits(routing.logits.asnumpy(), 2, capacity_factor=capacity_factor,
+    sim = simulate.route_logits(routing.logits.asnumpy(), 2, capacity_factor=capacity_factor,
                                drop_policy=drop_policy, normalize=normalize,
                                selection_bias=layer.router.selection_bias.asnumpy())
     np.testing.assert_array_equal(sim.indices, routing.indices.asnumpy())
@@ -58,7 +67,7 @@ def test_keep_mask_numpy_matches_capacity_module_and_reference(drop_policy):
         indices = np.stack([rng.permutation(e)[:k] for _ in range(n)])
         weights = rng.random((n, k))
         cap = expert_capacity(n, e, k, 0.8)
-        mine = widgets.keep_mask_numpy(indices, weights, e, cap, drop_policy)
+        mine = simulate.keep_mask_numpy(indices, weights, e, cap, drop_policy)
         theirs = keep_mask(ms.Tensor(indices.astype(np.int32)), ms.Tensor(weights.astype(np.float32)), e, cap,
                            drop_policy).asnumpy()
         np.testing.assert_array_equal(mine, theirs, err_msg=f"trial {trial}")
@@ -67,27 +76,27 @@ def test_keep_mask_numpy_matches_capacity_module_and_reference(drop_policy):
 
 
 def test_simulated_capacity_is_the_course_formula():
-    r = widgets.simulate_routing(500, 8, 2, 1.1)
+    r = simulate.simulate_routing(500, 8, 2, 1.1)
     assert r.capacity == expert_capacity(500, 8, 2, 1.1) == 138  # ceil(1.1 * 500 * 2 / 8) = 137.5 -> 138
     assert (r.kept() <= r.capacity).all() and r.kept().sum() + r.dropped() == 1000
-    assert widgets.simulate_routing(500, 8, 2, None).capacity is None
+    assert simulate.simulate_routing(500, 8, 2, None).capacity is None
 
 
 def test_synthetic_logits_knobs():
-    base = widgets.synthetic_logits(200, 4, seed=5)
-    np.testing.assert_allclose(widgets.synthetic_logits(200, 4, temperature=2.0, seed=5), base / 2)
-    np.testing.assert_array_equal(widgets.synthetic_logits(200, 4, noise=0.0, seed=5), base)
-    assert not np.allclose(widgets.synthetic_logits(200, 4, noise=1.0, seed=5), base)
-    skewed = widgets.synthetic_logits(200, 4, skew=1.5, seed=5)
+    base = simulate.synthetic_logits(200, 4, seed=5)
+    np.testing.assert_allclose(simulate.synthetic_logits(200, 4, temperature=2.0, seed=5), base / 2)
+    np.testing.assert_array_equal(simulate.synthetic_logits(200, 4, noise=0.0, seed=5), base)
+    assert not np.allclose(simulate.synthetic_logits(200, 4, noise=1.0, seed=5), base)
+    skewed = simulate.synthetic_logits(200, 4, skew=1.5, seed=5)
     np.testing.assert_allclose(skewed - base, np.broadcast_to([1.5, 1.0, 0.5, 0.0], base.shape))
 
 
 def test_skew_unbalances_and_temperature_changes_confidence():
-    flat = widgets.simulate_routing(2000, 8, 2, None, skew=0.0)
-    skewed = widgets.simulate_routing(2000, 8, 2, None, skew=2.0)
+    flat = simulate.simulate_routing(2000, 8, 2, None, skew=0.0)
+    skewed = simulate.simulate_routing(2000, 8, 2, None, skew=2.0)
     assert balance.max_over_mean(skewed.load()) > 2 * balance.max_over_mean(flat.load())
-    sharp = widgets.simulate_routing(2000, 8, 2, None, temperature=0.25)
-    soft = widgets.simulate_routing(2000, 8, 2, None, temperature=4.0)
+    sharp = simulate.simulate_routing(2000, 8, 2, None, temperature=0.25)
+    soft = simulate.simulate_routing(2000, 8, 2, None, temperature=4.0)
     assert sharp.probs.max(1).mean() > 0.7 > 0.3 > soft.probs.max(1).mean()
     # temperature rescales the scores: without noise and bias the chosen experts do not change
     np.testing.assert_array_equal(sharp.indices, soft.indices)
@@ -104,7 +113,7 @@ def test_skew_unbalances_and_temperature_changes_confidence():
 def test_simulate_routing_bad_input(kwargs, error, words):
     args = {"num_tokens": 64, "num_experts": 8, "top_k": 2, "capacity_factor": 1.0} | kwargs
     with pytest.raises(error) as info:
-        widgets.simulate_routing(**args)
+        simulate.simulate_routing(**args)
     assert words in str(info.value)
 
 
@@ -113,13 +122,13 @@ def test_simulate_routing_bad_input(kwargs, error, words):
 def test_aux_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(64, 5))
-    r = widgets.route_logits(logits, 2)
+    r = simulate.route_logits(logits, 2)
 
     def loss(offset):  # f held fixed (a count has no gradient), P moves with the offset
-        probs = widgets.softmax(logits + offset)
+        probs = reference.softmax(logits + offset)
         return balance.switch_loss_numpy(probs, r.indices)
 
-    grad = widgets.switch_loss_grad_offset(r.probs, r.indices)
+    grad = simulate.switch_loss_grad_offset(r.probs, r.indices)
     eps = 1e-6
     numeric = [(loss(eps * np.eye(5)[j]) - loss(-eps * np.eye(5)[j])) / (2 * eps) for j in range(5)]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
@@ -127,9 +136,9 @@ def test_aux_gradient_matches_finite_differences():
 
 def test_bias_step_is_balance_bias_update():
     load = np.array([40.0, 10.0, 25.0, 25.0])
-    run = widgets.simulate_balancing("bias", 1, num_tokens=50, num_experts=4, top_k=2, skew=2.0)
+    run = simulate.simulate_balancing("bias", 1, num_tokens=50, num_experts=4, top_k=2, skew=2.0)
     first = run.history[0].astype(np.float32)
-    want = balance.bias_update(ms.Tensor(first), widgets.BIAS_RATE).asnumpy()
+    want = balance.bias_update(ms.Tensor(first), simulate.BIAS_RATE).asnumpy()
     np.testing.assert_allclose(run.selection_bias, want, atol=1e-7)
     assert balance.bias_update(ms.Tensor(load.astype(np.float32)), 1.0).asnumpy().tolist() == [-1, 1, 0, 0]
 
@@ -137,8 +146,8 @@ def test_bias_step_is_balance_bias_update():
 @pytest.mark.parametrize("method", ["aux", "bias"])
 def test_balancing_reduces_the_skew(method):
     kw = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "skew": 2.0, "seed": 0}
-    none = widgets.simulate_balancing("none", 10, **kw)
-    run = widgets.simulate_balancing(method, 10, **kw)
+    none = simulate.simulate_balancing("none", 10, **kw)
+    run = simulate.simulate_balancing(method, 10, **kw)
     np.testing.assert_array_equal(run.history[0], none.history[0])  # same start
     start, end = (balance.max_over_mean(h) for h in (run.history[0], run.history[-1]))
     assert end < 0.7 * start
@@ -148,14 +157,14 @@ def test_balancing_reduces_the_skew(method):
 
 def test_balancing_bad_method():
     with pytest.raises(ValueError, match="method must be one of 'none', 'aux', 'bias'; got 'magic'"):
-        widgets.simulate_balancing("magic", 3, num_tokens=8, num_experts=2, top_k=1)
+        simulate.simulate_balancing("magic", 3, num_tokens=8, num_experts=2, top_k=1)
 
 
 # ----------------------------------------------------------------------------- the dashboard
 
 @pytest.fixture
 def dash():
-    return widgets.RoutingDashboard(num_tokens=128)
+    return dashboards.RoutingDashboard(num_tokens=128)
 
 
 def test_top_k_is_limited_to_the_number_of_experts(dash):
@@ -211,10 +220,10 @@ def test_figure_shows_the_simulation(dash):
 
 def test_quiet_dashboard_draws_but_never_displays(monkeypatch):
     shown = []
-    monkeypatch.setattr(widgets, "_show", lambda fig, dpi: shown.append(fig))
-    quiet = widgets.RoutingDashboard(num_tokens=64, quiet=True)
+    monkeypatch.setattr(vwidgets, "show_png", lambda fig, dpi: shown.append(fig))
+    quiet = dashboards.RoutingDashboard(num_tokens=64, quiet=True)
     assert quiet.renders == 1 and quiet.step_through(max_values=2) > 0 and shown == []
-    loud = widgets.RoutingDashboard(num_tokens=64)
+    loud = dashboards.RoutingDashboard(num_tokens=64)
     loud.controls["skew"].value = 2.0
     assert len(shown) == 2 and loud.renders == 2
     loud.step_through(max_values=2)
@@ -229,20 +238,20 @@ def test_redraw_reuses_one_figure_and_shows_the_fresh_picture(monkeypatch):
     shown, shown_figs = [], []
 
     def show(fig, dpi):
-        shown.append(widgets.figure_png(fig, dpi))
+        shown.append(vwidgets.figure_png(fig, dpi))
         shown_figs.append(fig)
 
-    monkeypatch.setattr(widgets, "_show", show)
+    monkeypatch.setattr(vwidgets, "show_png", show)
     open_before = plt.get_fignums()
-    dash = widgets.RoutingDashboard(num_tokens=96)
+    dash = dashboards.RoutingDashboard(num_tokens=96)
     c = dash.controls
     moves = [("skew", 2.0), ("num_experts", 12), ("top_k", 4), ("dropless", True), ("capacity_factor", 0.5),
              ("dropless", False), ("balancing", "bias"), ("steps", 3), ("num_experts", 3), ("noise", 1.5),
              ("temperature", 0.25), ("balancing", "none"), ("num_experts", 16)]
     for name, value in moves:
         c[name].value = value
-        fresh = widgets.RoutingDashboard(num_tokens=96, quiet=True)
-        want = widgets.figure_png(fresh.figure(**dash.values()), dash.dpi)
+        fresh = dashboards.RoutingDashboard(num_tokens=96, quiet=True)
+        want = vwidgets.figure_png(fresh.figure(**dash.values()), dash.dpi)
         assert shown[-1] == want, f"after {name}={value}: the redrawn PNG differs from a new figure's"
     # lowering E to 3 also lowers top-k (4 -> 3): one more redraw
     assert len(shown) == dash.renders > len(moves)
@@ -277,35 +286,28 @@ def test_control_values_cover_each_range(dash):
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    from moe_lab.lm import LMConfig, TinyMoELM
-
-    return TinyMoELM(LMConfig(context=16, d_model=32, n_layers=2, n_heads=2, ffn_size=32, num_experts=4, top_k=2))
+    return TinyMoELM(LMConfig(context=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=32, num_experts=4, top_k=2))
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    from moe_lab.corpus import load_corpus
-
     return load_corpus()
 
 
 @pytest.mark.parametrize("text", ["a", "def f(x):\n    return x", "x" * 16, "床前明月光，疑是地上霜。 mixed 12+7=19"])
 def test_route_text_batched_equals_route_text(tiny_lm, text):
-    from moe_lab.lm import route_text
-
-    want, got = route_text(tiny_lm, text), widgets.route_text_batched(tiny_lm, text)
+    want, got = route_text(tiny_lm, text), routes.route_text_batched(tiny_lm, text)
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_array_equal(got.indices, want.indices)
     np.testing.assert_allclose(got.weights, want.weights, atol=1e-5)
     np.testing.assert_allclose(got.probs, want.probs, atol=1e-5)
     with pytest.raises(ValueError, match="text must not be empty"):
-        widgets.route_text_batched(tiny_lm, "")
+        routes.route_text_batched(tiny_lm, "")
 
 
 def test_domain_expert_counts(tiny_lm, corpus):
-    from moe_lab.corpus import DOMAINS
-
-    counts = widgets.domain_expert_counts(tiny_lm, corpus, windows_per_domain=3, seed=7)
+    counts = routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=3, seed=7)
     assert counts.shape == (2, 4, 4)
     assert (counts.sum(-1) == 3 * 16 * 2).all()  # windows * context * top_k slots per domain and layer
     # the same windows, routed one domain at a time
@@ -313,18 +315,18 @@ def test_domain_expert_counts(tiny_lm, corpus):
     blocks = [corpus.batch("val", 3, 16, rng, domains=(d,))[0] for d in DOMAINS]
     indices = tiny_lm(ms.Tensor(blocks[2], ms.int32))[3]
     np.testing.assert_array_equal(counts[1, 2], np.bincount(indices[1].asnumpy().reshape(-1), minlength=4))
-    first = widgets.domain_expert_counts(tiny_lm, corpus, windows_per_domain=3, seed=7, first_choice=True)
+    first = routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=3, seed=7, first_choice=True)
     assert (first.sum(-1) == 3 * 16).all()
     np.testing.assert_array_equal(first[0, 2], np.bincount(indices[0].asnumpy()[:, 0], minlength=4))
 
 
 def test_model_dashboard_draws_the_routing(tiny_lm, corpus):
-    counts = widgets.domain_expert_counts(tiny_lm, corpus, windows_per_domain=2)
-    dash = widgets.ModelDashboard(tiny_lm, counts)
+    counts = routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=2)
+    dash = dashboards.ModelDashboard(tiny_lm, counts)
     text = "hello 天地"
     fig = dash.figure(text=text, layer=0, expert=-1)
     text_ax, load_ax, dom_ax = fig.axes
-    r = widgets.route_text_batched(tiny_lm, text)
+    r = routes.route_text_batched(tiny_lm, text)
     first = viz.char_experts(text, r.top1()[0])
     colors = viz.expert_colors(4)
     tiles = [p for p in text_ax.patches if p.get_width() == 1]
@@ -340,10 +342,10 @@ def test_model_dashboard_draws_the_routing(tiny_lm, corpus):
 
 
 def test_model_dashboard_controls_never_raise(tiny_lm, corpus):
-    dash = widgets.ModelDashboard(tiny_lm, widgets.domain_expert_counts(tiny_lm, corpus, windows_per_domain=1))
-    assert dash.step_through() >= len(widgets.SAMPLE_TEXTS) + len(widgets.EDGE_TEXTS)
+    dash = dashboards.ModelDashboard(tiny_lm, routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=1))
+    assert dash.step_through() >= len(dashboards.SAMPLE_TEXTS) + len(dashboards.EDGE_TEXTS)
     dash.sample.value = "Chinese"
-    assert dash.controls["text"].value == widgets.SAMPLE_TEXTS["Chinese"]
+    assert dash.controls["text"].value == dashboards.SAMPLE_TEXTS["Chinese"]
     assert dash.controls["expert"].options[-1] == ("expert 3", 3)
     with pytest.raises(ValueError, match=r"domain_counts must have shape \(layers, domains, experts\)"):
-        widgets.ModelDashboard(tiny_lm, np.zeros((1, 4, 4)))
+        dashboards.ModelDashboard(tiny_lm, np.zeros((1, 4, 4)))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from moe_lab.core.params import expert_params, moe_layer_params
 from moe_lab.exercises import Feedback, check_number, known_slip, right, unanswered, wrong
-from moe_lab.params import expert_params, moe_layer_params
 
 # Exercise 1: one Mixtral-8x7B MoE feed-forward layer (hidden 4096, expert FFN 14336, SwiGLU, 8 experts, top-2)
-MIXTRAL_LAYER = dict(hidden_size=4096, ffn_size=14336, num_experts=8, top_k=2)
+MIXTRAL_LAYER = dict(hidden_size=4096, intermediate_size=14336, num_experts=8, top_k=2)
 
 
 def check_active_params(answer) -> Feedback:
@@ -28,7 +28,7 @@ def check_active_params(answer) -> Feedback:
     slip = known_slip(name, answer, near)
     if slip is not None:
         return slip
-    return check_number(name, answer, expected, rel=0, hint="count router + top_k x (3 x hidden x ffn).")
+    return check_number(name, answer, expected, rel=0, hint="count router + top_k x (3 x hidden_size x intermediate_size).")
 
 
 def _reference_top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

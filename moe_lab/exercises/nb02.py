@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
+from moe_lab.core.reference import keep_numpy
+from moe_lab.core.static import PAD_MULTIPLE, padded_capacity
 from moe_lab.exercises import Feedback, as_array, check_number, right, unanswered, wrong
-from moe_lab.reference import keep_numpy
-from moe_lab.static_dispatch import PAD_MULTIPLE, padded_capacity
 
 # Exercise 1: capacity of one expert
 EX1 = dict(tokens=1000, num_experts=16, top_k=2, capacity_factor=1.25)

@@ -1,7 +1,7 @@
 """Checkers for the exercises of notebook 04 (routing visualisation) and of the Voila expert-load app.
 
 Each checker recomputes the true answer from the course code (the NumPy routing simulation of
-``moe_lab.widgets`` or the shipped tiny MoE LM), so a change in the code can never leave a stale
+``moe_lab.viz.simulate`` or the shipped tiny MoE LM), so a change in the code can never leave a stale
 answer behind.
 """
 
@@ -12,8 +12,12 @@ import numbers
 
 import numpy as np
 
-from moe_lab.capacity import expert_capacity
+from moe_lab.core.capacity import expert_capacity
 from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
+from moe_lab.lm.checkpoint import load_tiny_lm
+from moe_lab.lm.corpus import DOMAINS, load_corpus
+from moe_lab.lm.routes import domain_expert_counts
+from moe_lab.viz.simulate import simulate_balancing, simulate_routing
 
 # Exercise 1: the capacity of one expert
 EX1 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "capacity_factor": 1.25}
@@ -47,8 +51,6 @@ def check_capacity(answer) -> Feedback:
 
 @functools.cache
 def _drops_at(capacity_factor: float) -> int:
-    from moe_lab.widgets import simulate_routing
-
     return simulate_routing(EX2["num_tokens"], EX2["num_experts"], EX2["top_k"], capacity_factor,
                             skew=EX2["skew"], seed=EX2["seed"]).dropped()
 
@@ -100,10 +102,6 @@ def check_temperature(answer) -> Feedback:
 @functools.lru_cache(maxsize=1)
 def model_domain_counts() -> np.ndarray:
     """``[layers, domains, E]`` of the shipped model, computed like notebook 04 does."""
-    from moe_lab.corpus import load_corpus
-    from moe_lab.lm import load_tiny_lm
-    from moe_lab.widgets import domain_expert_counts
-
     return domain_expert_counts(load_tiny_lm(), load_corpus())
 
 
@@ -114,8 +112,6 @@ def check_chinese_expert(answer) -> Feedback:
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    from moe_lab.corpus import DOMAINS
-
     counts = model_domain_counts()[-1]
     num_experts = counts.shape[1]
     if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
@@ -135,8 +131,6 @@ def check_chinese_expert(answer) -> Feedback:
 
 def app_max_mean() -> float:
     """The max/mean load the app's first panel shows for ``APP1`` (rounded as shown)."""
-    from moe_lab.widgets import simulate_balancing
-
     a = APP1  # what RoutingDashboard(num_tokens=512, seed=0).run(**APP1) computes (a test checks it)
     run = simulate_balancing(a["balancing"], a["steps"], num_tokens=512, num_experts=a["num_experts"],
                              top_k=a["top_k"], capacity_factor=None if a["dropless"] else a["capacity_factor"],
@@ -166,8 +160,6 @@ def check_app_max_mean(answer) -> Feedback:
 
 def app_best_balancing() -> str:
     """``"aux"`` or ``"bias"``: the one with the lower max/mean after ``APP2_STEPS`` steps (``APP2``)."""
-    from moe_lab.widgets import simulate_balancing
-
     end = {}
     for method in ("aux", "bias"):
         last = simulate_balancing(method, APP2_STEPS, **APP2).history[-1]

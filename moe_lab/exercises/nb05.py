@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from moe_lab.ep_sim import a2a_volume, device_loads, placement
 from moe_lab.exercises import Feedback, check_number, known_slip, right, unanswered, wrong
+from moe_lab.parallel.sim import a2a_volume, device_loads, placement
 
 EXPERTS, TOP_K, HIDDEN, BYTES, EP, PER_NODE, TOKENS = 256, 8, 7680, 2, 32, 8, 4096
 

@@ -10,9 +10,10 @@ import math
 
 import numpy as np
 
-from moe_lab.budget import count_parameters, expert_params, load_model
-from moe_lab.budget_hardware import load_device
-from moe_lab.budget_memory import kv_bytes_per_token, weight_bytes
+from moe_lab.budget.count import count_parameters, expert_params
+from moe_lab.budget.hardware import load_device
+from moe_lab.budget.memory import kv_bytes_per_token, weight_bytes
+from moe_lab.budget.spec import load_model
 from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
 
 MODEL = "openpangu-ultra-moe-718b"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from moe_lab import ascend_ref
-from moe_lab.backend import Backend, tier_of_soc
+from moe_lab.ascend import ops_ref as ascend_ref
+from moe_lab.ascend.backend import Backend, tier_of_soc
 from moe_lab.exercises import Feedback, as_array, check_number, right, unanswered, wrong
 
 DISPATCH_PATHS = ("loop", "dense", "sorted", "fused", "capacity")

@@ -1,0 +1,145 @@
+"""The ``"fused"`` dispatch path: the Ascend production pipeline on a layer's stacked expert weights.
+
+Introduced in notebook 08. What MindFormers' inference ``MoELayer`` and vllm-mindspore's ``fused_moe``
+run on Atlas boards, after the router has chosen:
+
+    MoeInitRoutingV2      sort the (token, slot) pairs by expert; expanded_x [N*K, H], counts [E]
+    GroupedMatmulV4 x2    gate and up projections, one grouped matmul each (group_list = counts)
+    activation            SwiGLU (silu(gate) * up) or ReLU
+    GroupedMatmulV4       down projection
+    MoeTokenUnpermute     gather each pair's row back to its token, weighted sum with the router weights
+
+The operators are passed in as a ``Kernels`` set (``kernels_for(backend)``): MindSpore's compiled ones
+on a detected board that has them; on an emulated board (``MOE_LAB_BACKEND=emulate-910b`` ...) the NumPy
+ones of ``moe_lab.ascend.ops_ref``, rounded to the board's dtype at every operator boundary as the
+kernels' outputs are, and refused for an operator the emulated SoC does not have. The same pipeline
+code therefore runs in CI as on a board. Inputs and outputs are plain tensors (no layer, no routing
+report): ``moe_lab.core.dispatch.dispatch_fused`` adapts it to a ``MoELayer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, ops
+from mindspore.ops.auto_generate import grouped_matmul_v4
+
+from moe_lab.ascend import ops_ref
+from moe_lab.ascend.backend import Backend, op_support, require_fused
+from moe_lab.checks import check_choice
+
+DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The three operators of the pipeline, with the call signatures of MindSpore's functions."""
+
+    name: str
+    moe_init_routing_v2: Callable
+    grouped_matmul_v4: Callable
+    moe_token_unpermute: Callable
+
+
+def _as_tensors(value, dtype):
+    """NumPy results of the reference operators -> MindSpore tensors (lists and tuples kept); floating
+    results are returned in ``dtype``, the dtype a compiled kernel would return them in."""
+    if isinstance(value, np.ndarray):
+        tensor = Tensor(value)
+        return tensor.astype(dtype) if dtype is not None and np.issubdtype(value.dtype, np.floating) else tensor
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_tensors(v, dtype) for v in value)
+    return value
+
+
+def _float_dtype(args):
+    """The dtype of the first floating tensor argument (the operator's data input)."""
+    for arg in args:
+        arg = arg[0] if isinstance(arg, (list, tuple)) and arg else arg
+        if isinstance(arg, Tensor) and arg.dtype in (ms.float16, ms.bfloat16, ms.float32):
+            return arg.dtype
+    return None
+
+
+def _tensor_op(fn: Callable, operator: str, soc: str | None = None) -> Callable:
+    """A reference operator with the compiled one's call convention; on an emulated ``soc``, refused
+    when the SoC has no such kernel (``data/ascend_ops.json``)."""
+
+    def op(*args, **kwargs):
+        if soc is not None and op_support(soc, operator).startswith(("no", "unknown")):
+            raise RuntimeError(f"the emulated {soc} board has no {operator} kernel ({op_support(soc, operator)} in "
+                               "data/ascend_ops.json): a real board would refuse this call too")
+        return _as_tensors(fn(*args, **kwargs), _float_dtype(args))
+
+    op.__name__ = op.__qualname__ = fn.__name__
+    op.__doc__ = fn.__doc__
+    return op
+
+
+def reference_kernels(soc: str | None = None) -> Kernels:
+    """The NumPy reference operators; for an emulated ``soc``, limited to the operators it has."""
+    where = f"emulating {soc}" if soc else "runs anywhere"
+    return Kernels(name=f"moe_lab.ascend.ops_ref (NumPy reference, {where})",
+                   moe_init_routing_v2=_tensor_op(ops_ref.moe_init_routing_v2, "MoeInitRoutingV2", soc),
+                   grouped_matmul_v4=_tensor_op(ops_ref.grouped_matmul, "GroupedMatmulV4", soc),
+                   moe_token_unpermute=_tensor_op(ops_ref.moe_token_unpermute, "MoeTokenUnpermute", soc))
+
+
+REFERENCE_KERNELS = reference_kernels()
+
+# MindSpore's compiled Ascend operators. Importing them is harmless anywhere; calling them is only done
+# after require_fused on a real board (a CPU would fail late or get an empty tuple back).
+COMPILED_KERNELS = Kernels(name="mindspore.ops (compiled CANN kernels, Ascend)",
+                           moe_init_routing_v2=ops.moe_init_routing_v2, grouped_matmul_v4=grouped_matmul_v4,
+                           moe_token_unpermute=ops.moe_token_unpermute)
+
+
+def kernels_for(backend: Backend) -> Kernels:
+    """The kernels of ``backend``'s fused path: compiled on a board, reference ones on an emulated board."""
+    backend = require_fused(backend)
+    return reference_kernels(backend.soc) if backend.emulated else COMPILED_KERNELS
+
+
+def fused_moe(x: Tensor, indices: Tensor, weights: Tensor, w_gate: Tensor | None, w_up: Tensor, w_down: Tensor, *,
+              kernels: Kernels | None = None, compute_dtype: str | None = None, backend: Backend | None = None,
+              trace: dict | None = None) -> Tensor:
+    """Run the fused pipeline on rows ``x [N, H]`` routed to ``indices [N, K]`` with ``weights [N, K]``.
+
+    Returns the routed experts' combined output ``[N, H]`` in x's dtype. ``kernels=None`` uses the
+    kernels of ``backend`` (``kernels_for``) and refuses (clear RuntimeError) where it has none.
+    ``compute_dtype`` ("float32", "bfloat16", "float16"; default: the backend's, float32 with explicit
+    kernels) is the dtype of the operators' inputs. Capacity: dropped slots have weight 0, so they add
+    nothing. ``trace``, if a dict, receives the intermediate tensors (notebook 08 prints them).
+    """
+    if kernels is None:
+        backend = require_fused(backend)
+        kernels = kernels_for(backend)
+        compute_dtype = compute_dtype or backend.compute_dtype
+    compute_dtype = check_choice("compute_dtype", compute_dtype or "float32", tuple(DTYPES))
+    dtype = DTYPES[compute_dtype]
+    num_experts = w_up.shape[0]
+    hidden = x.astype(dtype)
+    # dropless (active_num=0, drop_pad_mode=0), tokens per expert as counts (flag 2)
+    expanded_x, expanded_row_idx, tokens_per_expert = kernels.moe_init_routing_v2(
+        hidden, indices.astype(ms.int32), 0, 0, num_experts, 0, 2, False)
+    group_list = tokens_per_expert.astype(ms.int64)
+
+    def grouped(rows: Tensor, weight: Tensor) -> Tensor:
+        # one matmul per expert over its block of rows; group_list_type=1: group_list holds counts
+        return kernels.grouped_matmul_v4([rows.astype(dtype)], [weight.astype(dtype)], group_list=group_list,
+                                         split_item=3, group_type=0, group_list_type=1)[0]
+
+    up = grouped(expanded_x, w_up)
+    if w_gate is not None:
+        act = ops.silu(grouped(expanded_x, w_gate).astype(ms.float32)) * up.astype(ms.float32)
+    else:
+        act = ops.relu(up.astype(ms.float32))
+    y = grouped(act, w_down)
+    out = kernels.moe_token_unpermute(y.astype(dtype), expanded_row_idx, weights.astype(dtype))
+    if trace is not None:
+        trace.update(expanded_x=expanded_x, expanded_row_idx=expanded_row_idx, tokens_per_expert=tokens_per_expert,
+                     expert_out=y, out=out)
+    return out.astype(x.dtype)

@@ -1,0 +1,11 @@
+"""Parameter and memory budgets of real MoE models from their config.json (notebook 07): specs, counts,
+memory, hardware, a MindSpore cross-check and ``python -m moe_lab budget``.
+
+The names notebooks use are importable from here: ``from moe_lab.budget import load_model, count_parameters``.
+"""
+
+from moe_lab.budget.count import ParamBreakdown, compare_with_published, count_parameters
+from moe_lab.budget.spec import ModelSpec, load_config, load_model, load_published, model_ids, spec_from_config
+
+__all__ = ["ModelSpec", "ParamBreakdown", "compare_with_published", "count_parameters", "load_config", "load_model",
+           "load_published", "model_ids", "spec_from_config"]

@@ -1,0 +1,79 @@
+"""What a capacity factor costs: dropped slots and output error as the capacity shrinks.
+
+Introduced in notebook 03 (section "Dropped tokens vs capacity factor"). The routing is computed once
+(dropless); for each capacity factor the keep mask of ``moe_lab.core.capacity`` decides which slots drop
+and the static-shape path of ``moe_lab.core.static`` computes the output (plus the shared experts, which
+never drop), which is compared with the dropless output of the same layer.
+
+    sweep = capacity_sweep(layer, x, [0.25, 0.5, 1.0, 1.25, 2.0])
+    fig = moe_lab.viz.figures.plot_capacity_sweep(sweep)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mindspore import Tensor
+
+from moe_lab.checks import check_choice, check_float
+from moe_lab.core.capacity import DROP_POLICIES, expert_capacity, keep_mask
+from moe_lab.core.static import capacity_moe, padded_capacity
+
+
+@dataclass(frozen=True)
+class CapacitySweep:
+    """Per capacity factor: ``capacity`` (slots per expert), ``dropped_slots`` (fraction of the N*K
+    slots), ``dropped_tokens`` (fraction of tokens that lost every slot), ``relative_error``
+
+    Introduced in notebook 03.
+    (``||y - y_dropless|| / ||y_dropless||``). ``load`` is the dropless load per expert."""
+
+    factors: np.ndarray
+    capacity: np.ndarray
+    dropped_slots: np.ndarray
+    dropped_tokens: np.ndarray
+    relative_error: np.ndarray
+    load: np.ndarray
+    drop_policy: str
+    tokens: int
+    top_k: int
+
+
+def capacity_sweep(layer, x: Tensor, factors, drop_policy: str = "position") -> CapacitySweep:
+    """Drop statistics and output error of ``layer`` on ``x`` for every capacity factor in ``factors``.
+
+    The layer's own ``capacity_factor`` is ignored: its router and experts are reused as they are.
+
+    Introduced in notebook 03.
+    """
+    check_choice("drop_policy", drop_policy, DROP_POLICIES)
+    factors = [check_float("factors[]", f, minimum=0.0, strict=True) for f in factors]
+    if not factors:
+        raise ValueError("factors must hold at least one capacity factor, got an empty list")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a mindspore.Tensor, got {type(x).__name__}")
+    rows = x.reshape(-1, layer.hidden_size)
+    n, e, k = rows.shape[0], layer.num_experts, layer.top_k
+    routing = layer.router(rows)  # dropless: every slot kept
+    ex = layer.experts
+    load = routing.load()
+    full = capacity_moe(rows, routing.indices, routing.weights, routing.keep, ex.w_gate, ex.w_up, ex.w_down,
+                        padded_capacity(int(load.max()), n))
+    full = layer.add_shared_experts(rows, full).asnumpy().astype(np.float64)
+    norm = float(np.linalg.norm(full))
+    caps, slots, tokens, errors = [], [], [], []
+    for cf in factors:
+        capacity = expert_capacity(n, e, k, cf)
+        keep = keep_mask(routing.indices, routing.weights, e, capacity, drop_policy)
+        weights = routing.weights * keep.astype(routing.weights.dtype)
+        # a buffer of `capacity` rows per expert, as a capacity layer would compile it
+        y = capacity_moe(rows, routing.indices, weights, keep, ex.w_gate, ex.w_up, ex.w_down, max(capacity, 1))
+        y = layer.add_shared_experts(rows, y)
+        kept = keep.asnumpy()
+        caps.append(capacity)
+        slots.append(float((~kept).mean()))
+        tokens.append(float((~kept.any(1)).mean()))
+        errors.append(float(np.linalg.norm(y.asnumpy().astype(np.float64) - full) / norm) if norm > 0 else 0.0)
+    return CapacitySweep(np.array(factors), np.array(caps), np.array(slots), np.array(tokens), np.array(errors),
+                         load, drop_policy, n, k)
