@@ -1,6 +1,6 @@
 """Load balancing for MoE routers: auxiliary losses, bias balancing, and load metrics.
 
-Introduced in notebook 03. Notation: ``N`` tokens, ``E`` experts, ``K`` experts per token (top-k).
+Introduced in notebook 04. Notation: ``N`` tokens, ``E`` experts, ``K`` experts per token (top-k).
 
 * ``f_i`` (``expert_fraction``): the fraction of the ``N*K`` routed slots that went to expert ``i``.
   Counted from the top-k choice, so it has no gradient.
@@ -71,13 +71,13 @@ def mean_probs(probs: Tensor) -> Tensor:
 
 
 def switch_loss(probs: Tensor, indices: Tensor) -> Tensor:
-    """Switch/GShard auxiliary loss ``E * sum_i f_i * P_i`` (1.0 at perfect balance). Notebook 03."""
+    """Switch/GShard auxiliary loss ``E * sum_i f_i * P_i`` (1.0 at perfect balance). Notebook 04."""
     num_experts = probs.shape[-1]
     return num_experts * (expert_fraction(indices, num_experts) * mean_probs(probs)).sum()
 
 
 def group_loss(probs: Tensor, indices: Tensor, num_groups: int) -> Tensor:
-    """Balance loss over ``num_groups`` contiguous groups of experts: ``G * sum_g F_g * P_g``. Notebook 03.
+    """Balance loss over ``num_groups`` contiguous groups of experts: ``G * sum_g F_g * P_g``. Notebook 04.
 
     Experts ``[g*E/G, (g+1)*E/G)`` form group ``g`` (the experts one device holds under expert parallelism).
     """
@@ -89,7 +89,7 @@ def group_loss(probs: Tensor, indices: Tensor, num_groups: int) -> Tensor:
 
 
 def z_loss(logits: Tensor) -> Tensor:
-    """ST-MoE router z-loss: mean over tokens of ``logsumexp(logits)^2``. Notebook 03."""
+    """ST-MoE router z-loss: mean over tokens of ``logsumexp(logits)^2``. Notebook 04."""
     rows = logits.reshape(-1, logits.shape[-1])
     top = ops.stop_gradient(rows.max(axis=-1, keepdims=True))  # shift for a stable log-sum-exp
     lse = ops.log(ops.exp(rows - top).sum(-1)) + top.squeeze(-1)

@@ -1,6 +1,6 @@
 """Reading the dispatch benchmark's results: a table and pure plot functions (results dict -> Figure).
 
-Introduced in notebook 02 (section "How fast is each path?"). ``benchmarks/moe_bench.py`` writes
+Introduced in notebook 03 (section "How fast is each path?"). ``benchmarks/moe_bench.py`` writes
 ``benchmarks/results.json``; the notebook and ``benchmarks/RESULTS.md`` show it through these
 functions, so the notebook never runs the benchmark itself.
 
@@ -38,7 +38,7 @@ FFN_PATHS = ("ffn", "ffn_nn")
 
 
 def load_results(path: str | Path | None = None) -> dict:
-    """The benchmark's results dict (default: ``benchmarks/results.json`` next to the package). Notebook 02."""
+    """The benchmark's results dict (default: ``benchmarks/results.json`` next to the package). Notebook 03."""
     path = RESULTS_PATH if path is None else Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no benchmark results at {path}: run `make bench` (python -m benchmarks.moe_bench)")
@@ -51,7 +51,7 @@ def load_results(path: str | Path | None = None) -> dict:
 
 
 def path_label(results: dict, path: str) -> str:
-    """Human name of a dispatch path (the capacity path shows its capacity factor). Notebook 02."""
+    """Human name of a dispatch path (the capacity path shows its capacity factor). Notebook 03."""
     if path not in LABELS:
         raise ValueError(f"path must be one of {', '.join(map(repr, LABELS))}; got {path!r}")
     return LABELS[path].format(cf=results["config"]["capacity_factor"])
@@ -69,7 +69,7 @@ def baseline(results: dict, passname: str) -> tuple[str, float] | None:
     Two dense FFNs are measured (``ops.matmul`` as the experts are written, and ``nn.Dense``); the
     ratios use the faster one, so the MoE is compared with the best dense FFN of the run.
 
-    Introduced in notebook 02.
+    Introduced in notebook 03.
     """
     found = [(c["path"], _median(c)) for c in results["cases"]
              if c["path"] in FFN_PATHS and c["mode"] == "jit" and c["pass"] == passname
@@ -85,7 +85,7 @@ def case_ratio(results: dict, case: dict, cold: bool = False) -> float | None:
     calls that followed another layer's call (caches holding someone else's weights). Other cases at
     the main size use the baseline cases of the run (warm only).
 
-    Introduced in notebook 02.
+    Introduced in notebook 03.
     """
     med = _median(case)
     if med is None:
@@ -110,7 +110,7 @@ def results_table(results: dict) -> list[dict]:
     backward_ms`` (forward+backward), ``backward_ratio, backward_ratio_cold, peak_rss_mb, extra_rss_mb,
     note``. Missing values are None.
 
-    Introduced in notebook 02.
+    Introduced in notebook 03.
     """
     rows: dict[tuple, dict] = {}
     for c in results["cases"]:
@@ -141,13 +141,13 @@ def _fmt(v, spec: str) -> str:
 
 
 def results_markdown(results: dict) -> str:
-    """The whole ``RESULTS.md``: machine, configuration, table, speed target, scaling, breakdown. Notebook 02."""
+    """The whole ``RESULTS.md``: machine, configuration, table, speed target, scaling, breakdown. Notebook 03."""
     cfg, mach = results["config"], results["machine"]
     load = results.get("load_avg_1min", {})
     lines = [
         "# MoE dispatch benchmark" + (" (QUICK MODE: tiny sizes, not a measurement)" if results.get("quick") else ""),
         "",
-        "Written by `python -m benchmarks.moe_bench` (`make bench`); read by notebook 02. Do not edit by hand.",
+        "Written by `python -m benchmarks.moe_bench` (`make bench`); read by notebook 03. Do not edit by hand.",
         "",
         f"- Machine: {mach['cpu']}, {mach['cores']} cores; {mach['platform']}",
         f"- Software: MindSpore {mach['mindspore']}, NumPy {mach['numpy']}, Python {mach['python']}",
@@ -236,7 +236,7 @@ def _scaling_table(results: dict, key: str, columns: list[str]) -> list[str]:
 
 def speed_floor_lines(results: dict) -> list[str]:
     """Markdown bullets: how close to the dense FFN any MoE path could get (the ``floor`` case, the experts'
-    matmuls alone) and the FLOP rate of the forward matmuls. Notebook 02 prints them; so does RESULTS.md."""
+    matmuls alone) and the FLOP rate of the forward matmuls. Notebook 03 prints them; so does RESULTS.md."""
     target, mach = results.get("speed_target", {}), results["machine"]
     lines = []
     for p in PASSES:
@@ -281,7 +281,7 @@ def plot_paths(results: dict):
     (the floor of every MoE path); green: MoE paths at or below 1. The loop, measured at fewer tokens, is
     not in here.
 
-    Introduced in notebook 02.
+    Introduced in notebook 03.
     """
     fig, axes = _figure(2, 11.0)
     main_tokens = results["config"]["tokens"]
@@ -348,21 +348,21 @@ def _plot_scaling(results: dict, key: str, xkey: str, xlabel: str, title: str):
 
 
 def plot_scaling_tokens(results: dict):
-    """Forward time vs number of tokens, one line per path (log-log); the loop's measured points in red. Notebook 02."""
+    """Forward time vs number of tokens, one line per path (log-log); the loop's measured points in red. Notebook 03."""
     cfg = results["config"]
     return _plot_scaling(results, "scale_tokens", "tokens", "tokens",
                          f"time vs tokens (H {cfg['hidden']}, F {cfg['ffn']}, E {cfg['experts']}, top-{cfg['top_k']})")
 
 
 def plot_scaling_experts(results: dict):
-    """Forward time vs number of experts at equal active FLOPs (top-k and ffn fixed). Notebook 02."""
+    """Forward time vs number of experts at equal active FLOPs (top-k and ffn fixed). Notebook 03."""
     cfg = results["config"]
     return _plot_scaling(results, "scale_experts", "experts", "experts (active FLOPs per token fixed)",
                          f"time vs experts ({cfg['tokens']} tokens, top-{cfg['top_k']}, F {cfg['ffn']})")
 
 
 def plot_breakdown(results: dict, top: int = 6):
-    """Stacked bars: ms per op type inside the compiled graphs (fastest MoE path and dense FFN). Notebook 02."""
+    """Stacked bars: ms per op type inside the compiled graphs (fastest MoE path and dense FFN). Notebook 03."""
     fig, axes = _figure(1, 8.5)
     ax = axes[0]
     bars = [b for b in results.get("breakdown", []) if b.get("status") == "ok"]

@@ -1,70 +1,65 @@
-"""Exercise checkers of notebook 03: right answers pass, typical wrong answers get a helpful message."""
+"""Notebook 03's exercise checkers: the right answers pass, typical wrong answers get a precise hint."""
+
+from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from moe_lab.core.capacity import expert_capacity
+from moe_lab.core.reference import keep_numpy
 from moe_lab.exercises import nb03
 
 
-def good_switch_loss(probs, indices):
-    e = probs.shape[1]
-    f = np.bincount(np.asarray(indices).ravel(), minlength=e) / np.asarray(indices).size
-    return e * (f * probs.mean(0)).sum()
+def test_placeholders_are_unanswered():
+    for check in (nb03.check_capacity, nb03.check_keep_mask, nb03.check_padded_capacity, nb03.check_buffer_rows):
+        for placeholder in (None, ...):
+            fb = check(placeholder)
+            assert not fb and "no answer yet" in fb.message
 
 
-def test_switch_loss_right():
-    fb = nb03.check_switch_loss(good_switch_loss)
-    assert fb.correct, fb
+def test_capacity():
+    expected = expert_capacity(1000, 16, 2, 1.25)
+    assert expected == 157
+    assert nb03.check_capacity(157)
+    assert nb03.check_capacity(157.0)
+    for answer, hint in ((156.25, "whole number"), (156, "rounded down"), (79, "forgets top_k"),
+                         (125, "mean load"), (200, "too large"), ("157", "expected a number"), (True, "number")):
+        fb = nb03.check_capacity(answer)
+        assert not fb, answer
+        assert hint in fb.message, (answer, fb.message)
 
 
-def test_switch_loss_typical_mistakes():
-    assert "placeholder" in nb03.check_switch_loss(None).message
-    assert "expected a function" in nb03.check_switch_loss(3.0).message
-
-    def no_e(probs, indices):
-        return good_switch_loss(probs, indices) / probs.shape[1]
-
-    def per_token(probs, indices):  # counts divided by N instead of N*K
-        e = probs.shape[1]
-        f = np.bincount(indices.ravel(), minlength=e) / indices.shape[0]
-        return e * (f * probs.mean(0)).sum()
-
-    def only_p(probs, indices):
-        return probs.shape[1] * (probs.mean(0) ** 2).sum()
-
-    def crashes(probs, indices):
-        raise RuntimeError("boom")
-
-    assert "multiply by num_experts" in nb03.check_switch_loss(no_e).message
-    assert "N*K slots" in nb03.check_switch_loss(per_token).message
-    assert "use both factors" in nb03.check_switch_loss(only_p).message
-    fb = nb03.check_switch_loss(crashes)
-    assert not fb.correct and "RuntimeError: boom" in fb.message
-    fb = nb03.check_switch_loss(lambda p, i: 0.5)
-    assert not fb.correct and "expected" in fb.message
+def test_keep_mask():
+    good = keep_numpy(nb03.EX2_INDICES, nb03.EX2_WEIGHTS, 3, 0.5, "position")
+    assert nb03.ex2_capacity() == 2
+    assert nb03.check_keep_mask(good)
+    assert nb03.check_keep_mask(good.astype(int).tolist())
+    # the example is built so that the three orders disagree
+    score = keep_numpy(nb03.EX2_INDICES, nb03.EX2_WEIGHTS, 3, 0.5, "score")
+    assert not np.array_equal(good, score)
+    token_major = [[1, 1], [1, 1], [0, 1], [0, 1], [0, 0], [0, 0]]
+    cases = ((score, "score"), (token_major, "token by token"), (np.ones((6, 2)), "nothing dropped"),
+             ([[1, 0]] * 6, "(2, 1)"), ([[1, 0]] * 3, "shape"), ([[2, 0]] * 6, "True (kept)"),
+             ("yes", "expected"))
+    for answer, hint in cases:
+        fb = nb03.check_keep_mask(answer)
+        assert not fb
+        assert hint in fb.message, (answer, fb.message)
 
 
-def test_max_switch_loss():
-    assert nb03.check_max_switch_loss(4).correct
-    assert nb03.check_max_switch_loss(4.0).correct
-    assert "two different experts" in nb03.check_max_switch_loss(8).message
-    assert "smallest value" in nb03.check_max_switch_loss(1.0).message
-    assert "too small" in nb03.check_max_switch_loss(2).message
-    assert "placeholder" in nb03.check_max_switch_loss(None).message
+def test_padded_capacity():
+    assert nb03.check_padded_capacity(320)
+    for answer, hint in ((301, "rounds up to a multiple of 32"), (256, "mean load"), (288, "rounded down"),
+                         (352, "too large"), (300.5, "too small")):
+        fb = nb03.check_padded_capacity(answer)
+        assert not fb
+        assert hint in fb.message, (answer, fb.message)
 
 
-def test_bias_update():
-    assert nb03.check_bias_update([-0.001, 0.001, 0.0, 0.0]).correct
-    assert nb03.check_bias_update(np.array([-0.001, 0.001, 0, 0])).correct
-    assert "signs are flipped" in nb03.check_bias_update([0.001, -0.001, 0, 0]).message
-    assert "not in proportion" in nb03.check_bias_update([-0.04, 0.04, 0, 0]).message
-    assert "expected shape (4,)" in nb03.check_bias_update([0.0, 0.0]).message
-    assert "placeholder" in nb03.check_bias_update(None).message
-    assert not nb03.check_bias_update([0.0, 0.0, 0.0, 0.0]).correct
-
-
-def test_group_loss():
-    assert nb03.check_group_loss(1.0).correct
-    assert "Switch loss over single experts" in nb03.check_group_loss(4.0).message
-    assert "too large" in nb03.check_group_loss(2).message
-    assert "placeholder" in nb03.check_group_loss(None).message
-    assert "expected a number" in nb03.check_group_loss("1").message
+@pytest.mark.parametrize("answer, hint", [(8192, "real slots"), (1280, "is C"), (32768, "dense path"),
+                                          (10000, "too small"), ([10240], "expected a number")])
+def test_buffer_rows(answer, hint):
+    assert nb03.check_buffer_rows(10240)
+    fb = nb03.check_buffer_rows(answer)
+    assert not fb
+    assert hint in fb.message

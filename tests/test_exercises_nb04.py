@@ -1,85 +1,70 @@
-"""Checkers of notebook 04 and of the expert-load app: right answers pass, typical wrong ones get a
-message that says what is wrong."""
+"""Exercise checkers of notebook 04: right answers pass, typical wrong answers get a helpful message."""
 
-import re
+import numpy as np
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from moe_lab.exercises import nb04  # noqa: E402
-from moe_lab.lm import CHECKPOINT_DIR  # noqa: E402
-from moe_lab.viz.dashboards import RoutingDashboard  # noqa: E402
-from moe_lab.viz.simulate import simulate_routing  # noqa: E402
+from moe_lab.exercises import nb04
 
 
-@pytest.mark.parametrize("checker", [nb04.check_capacity, nb04.check_min_capacity_factor, nb04.check_temperature,
-                                     nb04.check_app_max_mean, nb04.check_app_best_balancing])
-def test_placeholder_is_unanswered(checker):
-    fb = checker(None)
-    assert not fb and "no answer yet" in fb.message
+def good_switch_loss(probs, indices):
+    e = probs.shape[1]
+    f = np.bincount(np.asarray(indices).ravel(), minlength=e) / np.asarray(indices).size
+    return e * (f * probs.mean(0)).sum()
 
 
-def test_capacity():
-    assert nb04.check_capacity(160)
-    assert "balanced load" in nb04.check_capacity(128).message
-    assert "forgets top-k" in nb04.check_capacity(80).message
-    assert "too large" in nb04.check_capacity(161).message
-    assert not nb04.check_capacity("160")
+def test_switch_loss_right():
+    fb = nb04.check_switch_loss(good_switch_loss)
+    assert fb.correct, fb
 
 
-def test_min_capacity_factor_is_the_first_dropless_grid_point():
-    best = nb04.smallest_dropless_factor()
-    args = nb04.EX2
-    drops = [simulate_routing(args["num_tokens"], args["num_experts"], args["top_k"], cf, skew=args["skew"],
-                              seed=args["seed"]).dropped() for cf in nb04.CAPACITY_GRID]
-    first = nb04.CAPACITY_GRID[next(i for i, d in enumerate(drops) if d == 0)]
-    assert best == first and best > 1.0  # skewed input: the plain factor 1.0 is not enough
-    assert nb04.check_min_capacity_factor(best)
-    assert "still drop" in nb04.check_min_capacity_factor(best - 0.25).message
-    assert "go lower" in nb04.check_min_capacity_factor(best + 0.5).message
-    assert "not on the slider's grid" in nb04.check_min_capacity_factor(1.3).message
-    assert "expected a number" in nb04.check_min_capacity_factor("1.5").message
+def test_switch_loss_typical_mistakes():
+    assert "placeholder" in nb04.check_switch_loss(None).message
+    assert "expected a function" in nb04.check_switch_loss(3.0).message
+
+    def no_e(probs, indices):
+        return good_switch_loss(probs, indices) / probs.shape[1]
+
+    def per_token(probs, indices):  # counts divided by N instead of N*K
+        e = probs.shape[1]
+        f = np.bincount(indices.ravel(), minlength=e) / indices.shape[0]
+        return e * (f * probs.mean(0)).sum()
+
+    def only_p(probs, indices):
+        return probs.shape[1] * (probs.mean(0) ** 2).sum()
+
+    def crashes(probs, indices):
+        raise RuntimeError("boom")
+
+    assert "multiply by num_experts" in nb04.check_switch_loss(no_e).message
+    assert "N*K slots" in nb04.check_switch_loss(per_token).message
+    assert "use both factors" in nb04.check_switch_loss(only_p).message
+    fb = nb04.check_switch_loss(crashes)
+    assert not fb.correct and "RuntimeError: boom" in fb.message
+    fb = nb04.check_switch_loss(lambda p, i: 0.5)
+    assert not fb.correct and "expected" in fb.message
 
 
-def test_temperature():
-    assert nb04.check_temperature(False)
-    assert not nb04.check_temperature(True)
-    assert "True or False" in nb04.check_temperature("no").message
+def test_max_switch_loss():
+    assert nb04.check_max_switch_loss(4).correct
+    assert nb04.check_max_switch_loss(4.0).correct
+    assert "two different experts" in nb04.check_max_switch_loss(8).message
+    assert "smallest value" in nb04.check_max_switch_loss(1.0).message
+    assert "too small" in nb04.check_max_switch_loss(2).message
+    assert "placeholder" in nb04.check_max_switch_loss(None).message
 
 
-def test_app_max_mean_is_what_the_dashboard_shows():
-    fig = RoutingDashboard(num_tokens=512, seed=0).figure(**nb04.APP1)
-    shown = float(re.search(r"max/mean (\d+\.\d\d)", fig.axes[0].get_title()).group(1))
-    plt.close("all")
-    assert shown == nb04.app_max_mean()
-    assert nb04.check_app_max_mean(shown)
-    assert nb04.check_app_max_mean(shown + 0.004)
-    assert not nb04.check_app_max_mean(shown + 0.02)
-    assert "perfect balance" in nb04.check_app_max_mean(1.0).message
+def test_bias_update():
+    assert nb04.check_bias_update([-0.001, 0.001, 0.0, 0.0]).correct
+    assert nb04.check_bias_update(np.array([-0.001, 0.001, 0, 0])).correct
+    assert "signs are flipped" in nb04.check_bias_update([0.001, -0.001, 0, 0]).message
+    assert "not in proportion" in nb04.check_bias_update([-0.04, 0.04, 0, 0]).message
+    assert "expected shape (4,)" in nb04.check_bias_update([0.0, 0.0]).message
+    assert "placeholder" in nb04.check_bias_update(None).message
+    assert not nb04.check_bias_update([0.0, 0.0, 0.0, 0.0]).correct
 
 
-def test_app_best_balancing():
-    best = nb04.app_best_balancing()
-    other = {"aux": "bias", "bias": "aux"}[best]
-    assert nb04.check_app_best_balancing(best) and nb04.check_app_best_balancing(f" {best.upper()} ")
-    assert "ends higher" in nb04.check_app_best_balancing(other).message
-    assert "answer 'aux' or 'bias'" in nb04.check_app_best_balancing("none").message
-
-
-def test_chinese_expert():
-    if not (CHECKPOINT_DIR / "model.ckpt").exists():
-        pytest.skip(f"the trained checkpoint {CHECKPOINT_DIR.name}/model.ckpt is missing (make checkpoint)")
-    counts = nb04.model_domain_counts()[-1]
-    chinese = counts[1]
-    best = int(np.argmax(chinese))
-    assert nb04.check_chinese_expert(best)
-    worst = int(np.argmin(chinese))
-    fb = nb04.check_chinese_expert(worst)
-    assert not fb and "of the Chinese slots" in fb.message
-    assert "the model has experts" in nb04.check_chinese_expert(99).message
-    assert "expected an expert number" in nb04.check_chinese_expert("1").message
+def test_group_loss():
+    assert nb04.check_group_loss(1.0).correct
+    assert "Switch loss over single experts" in nb04.check_group_loss(4.0).message
+    assert "too large" in nb04.check_group_loss(2).message
+    assert "placeholder" in nb04.check_group_loss(None).message
+    assert "expected a number" in nb04.check_group_loss("1").message

@@ -1,61 +1,85 @@
-"""Notebook 05's exercise checkers: right answers pass, typical slips get a precise hint."""
+"""Checkers of notebook 05 and of the expert-load app: right answers pass, typical wrong ones get a
+message that says what is wrong."""
 
-import numpy as np
-import pytest
+import re
 
-from moe_lab.exercises import nb05
+import matplotlib
 
+matplotlib.use("Agg")
 
-def test_placeholders_are_unanswered():
-    for check in (nb05.check_experts_per_npu, nb05.check_dispatch_bytes, nb05.check_inter_node_share,
-                  nb05.check_rank_load):
-        fb = check(None)
-        assert not fb and "no answer yet" in fb.message
-        assert not check(...)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
-
-def test_experts_per_npu():
-    assert nb05.check_experts_per_npu(8)
-    assert nb05.check_experts_per_npu(256 // 32)
-    assert "divide the experts" in nb05.check_experts_per_npu(32).message
-    assert "over all 32 NPUs" in nb05.check_experts_per_npu(64).message
-    assert not nb05.check_experts_per_npu(7)
-    assert "expected a number" in nb05.check_experts_per_npu("8").message
+from moe_lab.exercises import nb05  # noqa: E402
+from moe_lab.lm import CHECKPOINT_DIR  # noqa: E402
+from moe_lab.viz.dashboards import RoutingDashboard  # noqa: E402
+from moe_lab.viz.simulate import simulate_routing  # noqa: E402
 
 
-def test_dispatch_bytes():
-    answer = 4096 * 8 * 7680 * 2 * 31 / 32
-    assert answer == pytest.approx(nb05.expected_dispatch_bytes())
-    assert nb05.check_dispatch_bytes(answer)
-    assert nb05.check_dispatch_bytes(int(answer))
-    assert "same NPU" in nb05.check_dispatch_bytes(4096 * 8 * 7680 * 2).message
-    assert "dispatch + combine" in nb05.check_dispatch_bytes(2 * answer).message
-    assert "top_k" in nb05.check_dispatch_bytes(answer / 8).message
-    assert "inter-node part" in nb05.check_dispatch_bytes(4096 * 8 * 7680 * 2 * 24 / 32).message
-    assert "too large" in nb05.check_dispatch_bytes(answer * 1.5).message
+@pytest.mark.parametrize("checker", [nb05.check_capacity, nb05.check_min_capacity_factor, nb05.check_temperature,
+                                     nb05.check_app_max_mean, nb05.check_app_best_balancing])
+def test_placeholder_is_unanswered(checker):
+    fb = checker(None)
+    assert not fb and "no answer yet" in fb.message
 
 
-def test_inter_node_share():
-    assert nb05.check_inter_node_share(0.75)
-    assert nb05.check_inter_node_share(24 / 32)
-    assert "SENT" in nb05.check_inter_node_share(24 / 31).message
-    assert "another NPU" in nb05.check_inter_node_share(7 / 32).message
-    assert not nb05.check_inter_node_share(0.5)
+def test_capacity():
+    assert nb05.check_capacity(160)
+    assert "balanced load" in nb05.check_capacity(128).message
+    assert "forgets top-k" in nb05.check_capacity(80).message
+    assert "too large" in nb05.check_capacity(161).message
+    assert not nb05.check_capacity("160")
 
 
-def test_rank_load():
-    def contiguous(counts, w):
-        return np.asarray(counts).reshape(w, -1).sum(1)
+def test_min_capacity_factor_is_the_first_dropless_grid_point():
+    best = nb05.smallest_dropless_factor()
+    args = nb05.EX2
+    drops = [simulate_routing(args["num_tokens"], args["num_experts"], args["top_k"], cf, skew=args["skew"],
+                              seed=args["seed"]).dropped() for cf in nb05.CAPACITY_GRID]
+    first = nb05.CAPACITY_GRID[next(i for i, d in enumerate(drops) if d == 0)]
+    assert best == first and best > 1.0  # skewed input: the plain factor 1.0 is not enough
+    assert nb05.check_min_capacity_factor(best)
+    assert "still drop" in nb05.check_min_capacity_factor(best - 0.25).message
+    assert "go lower" in nb05.check_min_capacity_factor(best + 0.5).message
+    assert "not on the slider's grid" in nb05.check_min_capacity_factor(1.3).message
+    assert "expected a number" in nb05.check_min_capacity_factor("1.5").message
 
-    def round_robin(counts, w):
-        return np.asarray(counts).reshape(-1, w).sum(0)
 
-    assert nb05.check_rank_load(contiguous)
-    assert nb05.check_rank_load(lambda c, w: [int(v) for v in contiguous(c, w)])  # a list is fine
-    assert "round-robin" in nb05.check_rank_load(round_robin).message
-    assert "returns None" in nb05.check_rank_load(lambda c, w: None).message
-    assert "raised ZeroDivisionError" in nb05.check_rank_load(lambda c, w: 1 / 0).message
-    assert "expected 2 numbers" in nb05.check_rank_load(lambda c, w: np.asarray(c)).message
-    assert "expected a function" in nb05.check_rank_load(3).message
-    fb = nb05.check_rank_load(lambda c, w: contiguous(c, w) + 1)
-    assert not fb and "expected" in fb.message
+def test_temperature():
+    assert nb05.check_temperature(False)
+    assert not nb05.check_temperature(True)
+    assert "True or False" in nb05.check_temperature("no").message
+
+
+def test_app_max_mean_is_what_the_dashboard_shows():
+    fig = RoutingDashboard(num_tokens=512, seed=0).figure(**nb05.APP1)
+    shown = float(re.search(r"max/mean (\d+\.\d\d)", fig.axes[0].get_title()).group(1))
+    plt.close("all")
+    assert shown == nb05.app_max_mean()
+    assert nb05.check_app_max_mean(shown)
+    assert nb05.check_app_max_mean(shown + 0.004)
+    assert not nb05.check_app_max_mean(shown + 0.02)
+    assert "perfect balance" in nb05.check_app_max_mean(1.0).message
+
+
+def test_app_best_balancing():
+    best = nb05.app_best_balancing()
+    other = {"aux": "bias", "bias": "aux"}[best]
+    assert nb05.check_app_best_balancing(best) and nb05.check_app_best_balancing(f" {best.upper()} ")
+    assert "ends higher" in nb05.check_app_best_balancing(other).message
+    assert "answer 'aux' or 'bias'" in nb05.check_app_best_balancing("none").message
+
+
+def test_chinese_expert():
+    if not (CHECKPOINT_DIR / "model.ckpt").exists():
+        pytest.skip(f"the trained checkpoint {CHECKPOINT_DIR.name}/model.ckpt is missing (make checkpoint)")
+    counts = nb05.model_domain_counts()[-1]
+    chinese = counts[1]
+    best = int(np.argmax(chinese))
+    assert nb05.check_chinese_expert(best)
+    worst = int(np.argmin(chinese))
+    fb = nb05.check_chinese_expert(worst)
+    assert not fb and "of the Chinese slots" in fb.message
+    assert "the model has experts" in nb05.check_chinese_expert(99).message
+    assert "expected an expert number" in nb05.check_chinese_expert("1").message

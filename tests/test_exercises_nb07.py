@@ -1,40 +1,43 @@
-"""Notebook 07's exercise checkers: the right answers pass, typical wrong answers get a helpful message."""
+"""Notebook-06 exercise checkers: right answers pass, typical mistakes get a specific hint."""
 
-import numpy as np
-from mindspore import Tensor
+import pytest
 
 from moe_lab.exercises import nb07
 
 
-def test_orange_pi_dispatch():
-    assert nb07.check_orange_pi_dispatch("sorted")
-    assert nb07.check_orange_pi_dispatch(" Sorted ")
-    fused = nb07.check_orange_pi_dispatch("fused")
-    assert not fused and "ascend310b column" in fused.message
-    assert "backend or tier" in nb07.check_orange_pi_dispatch("cpu").message
-    assert "not the default" in nb07.check_orange_pi_dispatch("dense").message
-    assert "not a dispatch path" in nb07.check_orange_pi_dispatch("gpu").message
-    assert "expected a dispatch path name" in nb07.check_orange_pi_dispatch(3).message
-    assert "no answer yet" in nb07.check_orange_pi_dispatch(None).message
+def test_right_answers():
+    assert nb07.check_expert_params(3 * 7680 * 2048)
+    assert nb07.check_kv_bytes_per_token((512 + 64) * 61 * 2)
+    assert nb07.check_min_npus(25)
+    assert nb07.expert_answer() == 47_185_920 and nb07.kv_answer() == 70_272 and nb07.npu_answer() == 25
 
 
-def test_expanded_row_idx():
-    right = [4, 0, 1, 2, 5, 3]
-    assert nb07.check_expanded_row_idx(right)
-    assert nb07.check_expanded_row_idx(np.array(right))
-    assert nb07.check_expanded_row_idx(Tensor(np.array(right, np.int32)))
-    assert "sort order" in nb07.check_expanded_row_idx([1, 2, 3, 5, 0, 4]).message
-    assert "k-major" in nb07.check_expanded_row_idx([4, 1, 5, 0, 2, 3]).message
-    assert "stable" in nb07.check_expanded_row_idx([0, 1, 2, 3, 4, 5]).message
-    assert "permutation of 0..5" in nb07.check_expanded_row_idx([0, 0, 0, 0, 0, 0]).message
-    assert "shape" in nb07.check_expanded_row_idx([4, 0, 1]).message
-    assert "no answer yet" in nb07.check_expanded_row_idx(...).message
+@pytest.mark.parametrize("check", [nb07.check_expert_params, nb07.check_kv_bytes_per_token, nb07.check_min_npus])
+def test_placeholders_and_wrong_types(check):
+    for placeholder in (None, ...):
+        fb = check(placeholder)
+        assert not fb and "no answer yet" in fb.message
+    assert "expected a number" in check("47").message
+    assert "expected a number" in check(True).message
 
 
-def test_k_major_index():
-    assert nb07.check_k_major_index(5)
-    row_major = nb07.check_k_major_index(3)
-    assert not row_major and "row-major" in row_major.message
-    assert not nb07.check_k_major_index(6)
-    assert "expected a number" in nb07.check_k_major_index("5").message
-    assert "no answer yet" in nb07.check_k_major_index(None).message
+@pytest.mark.parametrize("check, answer, hint", [
+    (nb07.check_expert_params, 2 * 7680 * 2048, "three"),
+    (nb07.check_expert_params, 7680 * 2048, "one projection"),
+    (nb07.check_expert_params, 3 * 7680 * 2048 * 58, "58 MoE layers"),
+    (nb07.check_expert_params, 3 * 7680 * 2048 * 256, "all 256"),
+    (nb07.check_expert_params, 10, "too small"),
+    (nb07.check_kv_bytes_per_token, 512 * 61 * 2, "RoPE key"),
+    (nb07.check_kv_bytes_per_token, 576 * 61, "2 bytes"),
+    (nb07.check_kv_bytes_per_token, 576 * 2, "one layer"),
+    (nb07.check_kv_bytes_per_token, 2 * 128 * 128 * 61 * 2, "multi-head attention"),
+    (nb07.check_min_npus, 23, "keep 10 %"),
+    (nb07.check_min_npus, 24, "round up"),
+    (nb07.check_min_npus, 26, "MTP"),
+    (nb07.check_min_npus, 50, "2 bytes"),
+    (nb07.check_min_npus, 40, "too large"),
+])
+def test_typical_mistakes_get_a_hint(check, answer, hint):
+    fb = check(answer)
+    assert not fb.correct
+    assert hint in fb.message

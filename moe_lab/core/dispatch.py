@@ -68,7 +68,7 @@ def dispatch_sorted(x: Tensor, routing: Routing, experts: Experts) -> Tensor:
     """Sort the kept slots by expert, run each expert once on its rows, scatter-add back.
 
     The expert counts are read on the host to cut the blocks, so this path has dynamic shapes and
-    runs in PyNative mode (notebook 02 shows the static-shape version that compiles).
+    runs in PyNative mode (notebook 03 shows the static-shape version that compiles).
     """
     n, k = routing.indices.shape
     flat_expert = routing.indices.asnumpy().reshape(-1)

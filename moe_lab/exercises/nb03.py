@@ -1,109 +1,131 @@
-"""Checkers for the exercises of notebook 03 (load balancing)."""
+"""Checkers for the exercises of notebook 03 (dispatch, capacity, the static path)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from moe_lab import balance as B
+from moe_lab.core.reference import keep_numpy
+from moe_lab.core.static import PAD_MULTIPLE, padded_capacity
 from moe_lab.exercises import Feedback, as_array, check_number, right, unanswered, wrong
 
-# Exercise 3: one DeepSeek-V3 bias step
-BIAS_LOAD = (120, 40, 80, 80)
-BIAS_RATE = 0.001
-# Exercise 4: 8 experts in 2 groups ({0..3} on device 0, {4..7} on device 1); half of the tokens go to
-# expert 0 and half to expert 4, each with router probability 1 (one-hot)
-GROUP_EXPERTS, GROUP_GROUPS = 8, 2
+# Exercise 1: capacity of one expert
+EX1 = dict(tokens=1000, num_experts=16, top_k=2, capacity_factor=1.25)
+
+# Exercise 2: six tokens, three experts, top-2, capacity factor 0.5 -> capacity 2 slots per expert
+EX2_INDICES = np.array([[0, 1], [1, 0], [1, 2], [0, 2], [2, 1], [0, 2]], np.int32)
+EX2_WEIGHTS = np.array([[0.55, 0.45], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3], [0.9, 0.1], [0.95, 0.05]], np.float32)
+EX2 = dict(num_experts=3, capacity_factor=0.5, drop_policy="position")
+
+# Exercise 3: the loads of a dropless batch (512 tokens, top-2, 4 experts)
+EX3_LOAD = np.array([301, 270, 255, 198])
+EX3_TOKENS = 512
+
+# Exercise 4: rows the capacity path computes
+EX4 = dict(tokens=4096, num_experts=8, top_k=2, capacity_factor=1.25)
 
 
-def _cases():
-    """Routings on which a learner's Switch loss is compared with ``moe_lab.balance``."""
-    rng = np.random.default_rng(3)
-    cases = []
-    for n, e, k in ((8, 4, 1), (12, 4, 2), (10, 8, 2), (16, 8, 1)):
-        logits = rng.normal(size=(n, e)) * 2
-        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-        indices = np.argsort(-probs, -1, kind="stable")[:, :k]
-        cases.append((probs, indices))
-    e, n = 4, 8  # perfect balance: the value must be exactly 1
-    cases.append((np.full((n, e), 1 / e), (np.arange(n) % e)[:, None]))
-    return cases
-
-
-def check_switch_loss(fn) -> Feedback:
-    """Exercise 1: ``fn(probs [N, E], indices [N, K]) -> float``, the Switch loss ``E * sum_i f_i P_i``."""
-    name = "Switch loss"
-    missing = unanswered(name, fn)
-    if missing is not None:
-        return missing
-    if not callable(fn):
-        return wrong(name, f"expected a function fn(probs, indices), got {type(fn).__name__}.")
-    for probs, indices in _cases():
-        n, e = probs.shape
-        k = indices.shape[1]
-        try:
-            got = float(np.asarray(fn(probs.copy(), indices.copy())))
-        except Exception as exc:  # the learner's code may fail in any way: report it, do not crash
-            return wrong(name, f"your function raised {type(exc).__name__}: {exc}")
-        want = B.switch_loss_numpy(probs, indices)
-        if np.isclose(got, want, rtol=1e-6, atol=1e-9):
-            continue
-        f_slots = np.bincount(indices.ravel(), minlength=e) / (n * k)
-        p = probs.mean(0)
-        if np.isclose(got, want / e):
-            return wrong(name, "multiply by num_experts: the loss is E * sum_i f_i * P_i (1.0 when balanced).")
-        if k > 1 and np.isclose(got, want * k):
-            return wrong(name, f"with top_k={k} divide the counts by N*K slots, not by N tokens.")
-        if np.isclose(got, e * (f_slots ** 2).sum()) or np.isclose(got, e * (p ** 2).sum()):
-            return wrong(name, "use both factors: f (fraction of slots, from indices) times P (mean probability).")
-        return wrong(name, f"for N={n}, E={e}, top_k={k} expected {want:.6f}, got {got:.6f}.")
-    return right(name, "E * sum_i f_i * P_i, with f over the N*K slots: 1.0 at perfect balance.")
-
-
-def check_max_switch_loss(answer) -> Feedback:
-    """Exercise 2: the largest Switch loss with E=8 experts and top-2 routing (f over N*K slots)."""
-    name = "largest Switch loss (E=8, top-2)"
-    if not isinstance(answer, bool) and isinstance(answer, (int, float, np.integer, np.floating)):
-        if np.isclose(float(answer), 8.0):
-            return wrong(name, "8 would need one expert to take every slot, but top-2 picks two different "
-                               "experts per token: at most half of the slots can go to one expert.")
-        if np.isclose(float(answer), 1.0):
-            return wrong(name, "1.0 is the smallest value (perfect balance); the question asks for the largest.")
-    return check_number(name, answer, 8 / 2, hint="two experts share all slots (f = 1/2 each) and all the "
-                                                  "probability (P summing to 1 over them): E * 1/2 * 1.")
-
-
-def check_bias_update(answer) -> Feedback:
-    """Exercise 3: the selection bias after one DeepSeek-V3 step from 0 with load (120, 40, 80, 80), u=0.001."""
-    name = "bias update"
+def check_capacity(answer) -> Feedback:
+    """Exercise 1: slots per expert for ``EX1`` (1000 tokens, 16 experts, top-2, capacity factor 1.25)."""
+    name = "capacity"
+    n, e, k, cf = EX1["tokens"], EX1["num_experts"], EX1["top_k"], EX1["capacity_factor"]
+    expected = math.ceil(cf * n * k / e)
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    arr, problem = as_array(name, answer, (4,))
+    if isinstance(answer, (int, float, np.integer, np.floating)) and not isinstance(answer, bool):
+        value = float(answer)
+        if value == cf * n * k / e:
+            return wrong(name, f"{value:g} slots is not a whole number: capacity is rounded up (ceil).")
+        if value == math.floor(cf * n * k / e):
+            return wrong(name, f"{value:g} is rounded down: a capacity rounds up, so the mean load always fits.")
+        if value == math.ceil(cf * n / e):
+            return wrong(name, f"{value:g} forgets top_k: every token fills k = {k} slots, so there are N*k slots.")
+        if value == math.ceil(n * k / e):
+            return wrong(name, f"{value:g} is the mean load: the capacity factor {cf} gives head room above it.")
+    return check_number(name, answer, expected, rel=0.0,
+                        hint="capacity = ceil(capacity_factor * tokens * top_k / num_experts).")
+
+
+def ex2_capacity() -> int:
+    n, k = EX2_INDICES.shape
+    return math.ceil(EX2["capacity_factor"] * n * k / EX2["num_experts"])
+
+
+def check_keep_mask(answer) -> Feedback:
+    """Exercise 2: which slots of ``EX2_INDICES`` survive a capacity of 2 under the "position" policy."""
+    name = "keep mask"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    arr, problem = as_array(name, answer, shape=EX2_INDICES.shape)
     if problem is not None:
         return problem
-    load = np.array(BIAS_LOAD, dtype=np.float64)
-    want = BIAS_RATE * np.sign(load.mean() - load)
-    if np.allclose(arr, want, atol=1e-9):
-        return right(name, "overloaded expert 0 goes down by u, underloaded expert 1 up by u, the others stay.")
-    if np.allclose(arr, -want, atol=1e-9):
-        return wrong(name, "the signs are flipped: an overloaded expert must become LESS attractive (bias down).")
-    if np.allclose(arr, BIAS_RATE * (load.mean() - load), atol=1e-9):
-        return wrong(name, "DeepSeek-V3 moves each bias by exactly u in the direction of balance (the sign of "
-                           "the error), not in proportion to the error.")
-    return wrong(name, f"expected b_i = u * sign(mean_load - load_i) with mean load {load.mean():g}; got {arr}.")
+    if not np.isin(arr, (0, 1)).all():
+        return wrong(name, "use True (kept) and False (dropped), one per slot.")
+    got = arr.astype(bool)
+    e, cf = EX2["num_experts"], EX2["capacity_factor"]
+    expected = keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "position")
+    if np.array_equal(got, expected):
+        return right(name, f"with {ex2_capacity()} slots per expert, all first choices are served before any "
+                           "second choice, earlier tokens first (GShard's order).")
+    if np.array_equal(got, keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "score")):
+        return wrong(name, "that is the \"score\" policy (largest weight first); the \"position\" policy serves "
+                           "all first choices, in token order, before any second choice.")
+    # token by token: (token 0, slot 0), (token 0, slot 1), (token 1, slot 0), ...
+    token_major = np.ones_like(got)
+    used = np.zeros(e, int)
+    for t in range(EX2_INDICES.shape[0]):
+        for j in range(EX2_INDICES.shape[1]):
+            token_major[t, j] = used[EX2_INDICES[t, j]] < ex2_capacity()
+            used[EX2_INDICES[t, j]] += 1
+    if np.array_equal(got, token_major):
+        return wrong(name, "that serves the slots token by token; GShard's order serves every token's first "
+                           "choice before any second choice, so a top-1 is never dropped for someone's top-2.")
+    if got.all():
+        return wrong(name, f"nothing dropped? expert 0 is chosen {int((EX2_INDICES == 0).sum())} times but "
+                           f"takes only {ex2_capacity()} slots.")
+    bad = [tuple(map(int, s)) for s in np.argwhere(got != expected)]
+    return wrong(name, f"the slots (token, k) {bad} are wrong; capacity is {ex2_capacity()} slots per expert.")
 
 
-def check_group_loss(answer) -> Feedback:
-    """Exercise 4: the group loss (2 groups of 4 experts) when half the tokens go to expert 0, half to 4."""
-    name = "group loss"
-    n = 8
-    indices = np.where(np.arange(n) % 2 == 0, 0, 4)[:, None]
-    probs = np.zeros((n, GROUP_EXPERTS))
-    probs[np.arange(n), indices[:, 0]] = 1.0
-    want = B.group_loss_numpy(probs, indices, GROUP_GROUPS)
-    switch = B.switch_loss_numpy(probs, indices)
-    if not isinstance(answer, bool) and isinstance(answer, (int, float, np.integer, np.floating)) \
-            and np.isclose(float(answer), switch):
-        return wrong(name, f"{switch:g} is the Switch loss over single experts; the group loss first sums f and P "
-                           "over each group's 4 experts.")
-    return check_number(name, answer, want, hint="F_g = P_g = 1/2 for both groups: G * sum_g F_g * P_g.")
+def check_padded_capacity(answer) -> Feedback:
+    """Exercise 3: the buffer rows per expert of the dropless static path for the loads ``EX3_LOAD``."""
+    name = "padded capacity"
+    expected = padded_capacity(int(EX3_LOAD.max()), EX3_TOKENS)
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if isinstance(answer, (int, np.integer)) and not isinstance(answer, bool):
+        if answer == EX3_LOAD.max():
+            return wrong(name, f"{answer} fits the busiest expert, but the path rounds up to a multiple of "
+                               f"{PAD_MULTIPLE} so that a few compiled shapes serve every batch.")
+        if answer == EX3_LOAD.sum() // len(EX3_LOAD):
+            return wrong(name, f"{answer} is the mean load: the busiest expert ({EX3_LOAD.max()}) would not fit, "
+                               "and a dropless path may not drop anything.")
+        if answer == PAD_MULTIPLE * (EX3_LOAD.max() // PAD_MULTIPLE):
+            return wrong(name, f"{answer} is rounded down: {EX3_LOAD.max()} slots would not fit.")
+    return check_number(name, answer, expected, rel=0.0,
+                        hint=f"take the largest load and round it up to a multiple of {PAD_MULTIPLE}.")
+
+
+def check_buffer_rows(answer) -> Feedback:
+    """Exercise 4: rows (padding included) the capacity path multiplies for ``EX4`` (cf 1.25)."""
+    name = "buffer rows"
+    n, e, k, cf = EX4["tokens"], EX4["num_experts"], EX4["top_k"], EX4["capacity_factor"]
+    capacity = math.ceil(cf * n * k / e)
+    expected = e * capacity
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if isinstance(answer, (int, float, np.integer, np.floating)) and not isinstance(answer, bool):
+        if answer == n * k:
+            return wrong(name, f"{answer} is the number of real slots; the buffer has E * C rows, padding "
+                               "included, and all of them go through the batched matmuls.")
+        if answer == capacity:
+            return wrong(name, f"{answer} is C, the rows of one expert; there are {e} experts.")
+        if answer == n * e:
+            return wrong(name, f"{answer} is what the dense path computes (every expert on every token).")
+    return check_number(name, answer, expected, rel=0.0,
+                        hint="rows = num_experts * capacity, capacity = ceil(cf * tokens * top_k / num_experts).")

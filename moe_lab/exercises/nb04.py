@@ -1,184 +1,109 @@
-"""Checkers for the exercises of notebook 04 (routing visualisation) and of the Voila expert-load app.
-
-Each checker recomputes the true answer from the course code (the NumPy routing simulation of
-``moe_lab.viz.simulate`` or the shipped tiny MoE LM), so a change in the code can never leave a stale
-answer behind.
-"""
+"""Checkers for the exercises of notebook 04 (load balancing)."""
 
 from __future__ import annotations
 
-import functools
-import numbers
-
 import numpy as np
 
-from moe_lab.core.capacity import expert_capacity
-from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
-from moe_lab.lm.checkpoint import load_tiny_lm
-from moe_lab.lm.corpus import DOMAINS, load_corpus
-from moe_lab.lm.routes import domain_expert_counts
-from moe_lab.viz.simulate import simulate_balancing, simulate_routing
+from moe_lab import balance as B
+from moe_lab.exercises import Feedback, as_array, check_number, right, unanswered, wrong
 
-# Exercise 1: the capacity of one expert
-EX1 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "capacity_factor": 1.25}
-# Exercise 2: the smallest capacity factor on the dashboard's grid that drops nothing
-EX2 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "skew": 1.0, "seed": 0}
-CAPACITY_GRID = tuple(0.5 + 0.25 * i for i in range(11))  # the dashboard's slider: 0.5 ... 3.0
-# App exercise 1: max/mean load shown in the dashboard's first panel
-APP1 = {"num_experts": 8, "top_k": 2, "capacity_factor": 1.25, "dropless": False, "temperature": 1.0,
-        "noise": 0.0, "skew": 2.0, "balancing": "none", "steps": 10}
-# App exercise 2: which balancing method ends closer to balance
-APP2 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "skew": 3.0, "seed": 0}
-APP2_STEPS = 10
+# Exercise 3: one DeepSeek-V3 bias step
+BIAS_LOAD = (120, 40, 80, 80)
+BIAS_RATE = 0.001
+# Exercise 4: 8 experts in 2 groups ({0..3} on device 0, {4..7} on device 1); half of the tokens go to
+# expert 0 and half to expert 4, each with router probability 1 (one-hot)
+GROUP_EXPERTS, GROUP_GROUPS = 8, 2
 
 
-def check_capacity(answer) -> Feedback:
-    """Exercise 1: slots per expert for 512 tokens, 8 experts, top-2, capacity factor 1.25."""
-    name = "capacity"
-    expected = expert_capacity(**EX1)
-    if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
-        n, e, k, cf = EX1["num_tokens"], EX1["num_experts"], EX1["top_k"], EX1["capacity_factor"]
-        if answer == n * k / e:
-            return wrong(name, f"{answer:g} is the balanced load N*k/E; the capacity factor {cf} gives each "
-                               "expert some room above it.")
-        if answer == int(np.ceil(cf * n / e)):
-            return wrong(name, f"{answer:g} forgets top-k: every token sends k={k} slots, so there are N*k "
-                               "slots to share.")
-        if answer == cf * n * k / e and answer != expected:
-            return wrong(name, f"{answer:g} is not a whole number of slots: round up (ceil).")
-    return check_number(name, answer, expected, hint="capacity = ceil(capacity_factor * N * k / E).")
+def _cases():
+    """Routings on which a learner's Switch loss is compared with ``moe_lab.balance``."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for n, e, k in ((8, 4, 1), (12, 4, 2), (10, 8, 2), (16, 8, 1)):
+        logits = rng.normal(size=(n, e)) * 2
+        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        indices = np.argsort(-probs, -1, kind="stable")[:, :k]
+        cases.append((probs, indices))
+    e, n = 4, 8  # perfect balance: the value must be exactly 1
+    cases.append((np.full((n, e), 1 / e), (np.arange(n) % e)[:, None]))
+    return cases
 
 
-@functools.cache
-def _drops_at(capacity_factor: float) -> int:
-    return simulate_routing(EX2["num_tokens"], EX2["num_experts"], EX2["top_k"], capacity_factor,
-                            skew=EX2["skew"], seed=EX2["seed"]).dropped()
+def check_switch_loss(fn) -> Feedback:
+    """Exercise 1: ``fn(probs [N, E], indices [N, K]) -> float``, the Switch loss ``E * sum_i f_i P_i``."""
+    name = "Switch loss"
+    missing = unanswered(name, fn)
+    if missing is not None:
+        return missing
+    if not callable(fn):
+        return wrong(name, f"expected a function fn(probs, indices), got {type(fn).__name__}.")
+    for probs, indices in _cases():
+        n, e = probs.shape
+        k = indices.shape[1]
+        try:
+            got = float(np.asarray(fn(probs.copy(), indices.copy())))
+        except Exception as exc:  # the learner's code may fail in any way: report it, do not crash
+            return wrong(name, f"your function raised {type(exc).__name__}: {exc}")
+        want = B.switch_loss_numpy(probs, indices)
+        if np.isclose(got, want, rtol=1e-6, atol=1e-9):
+            continue
+        f_slots = np.bincount(indices.ravel(), minlength=e) / (n * k)
+        p = probs.mean(0)
+        if np.isclose(got, want / e):
+            return wrong(name, "multiply by num_experts: the loss is E * sum_i f_i * P_i (1.0 when balanced).")
+        if k > 1 and np.isclose(got, want * k):
+            return wrong(name, f"with top_k={k} divide the counts by N*K slots, not by N tokens.")
+        if np.isclose(got, e * (f_slots ** 2).sum()) or np.isclose(got, e * (p ** 2).sum()):
+            return wrong(name, "use both factors: f (fraction of slots, from indices) times P (mean probability).")
+        return wrong(name, f"for N={n}, E={e}, top_k={k} expected {want:.6f}, got {got:.6f}.")
+    return right(name, "E * sum_i f_i * P_i, with f over the N*K slots: 1.0 at perfect balance.")
 
 
-def smallest_dropless_factor() -> float | None:
-    """The answer of exercise 2 (None if even 3.0 drops slots)."""
-    return next((cf for cf in CAPACITY_GRID if _drops_at(cf) == 0), None)
+def check_max_switch_loss(answer) -> Feedback:
+    """Exercise 2: the largest Switch loss with E=8 experts and top-2 routing (f over N*K slots)."""
+    name = "largest Switch loss (E=8, top-2)"
+    if not isinstance(answer, bool) and isinstance(answer, (int, float, np.integer, np.floating)):
+        if np.isclose(float(answer), 8.0):
+            return wrong(name, "8 would need one expert to take every slot, but top-2 picks two different "
+                               "experts per token: at most half of the slots can go to one expert.")
+        if np.isclose(float(answer), 1.0):
+            return wrong(name, "1.0 is the smallest value (perfect balance); the question asks for the largest.")
+    return check_number(name, answer, 8 / 2, hint="two experts share all slots (f = 1/2 each) and all the "
+                                                  "probability (P summing to 1 over them): E * 1/2 * 1.")
 
 
-def check_min_capacity_factor(answer) -> Feedback:
-    """Exercise 2: the smallest capacity factor on the grid 0.5, 0.75, ..., 3.0 that drops no slot
-    (512 tokens, 8 experts, top-2, skew 1.0, seed 0: the dashboard's default tokens)."""
-    name = "smallest capacity factor"
+def check_bias_update(answer) -> Feedback:
+    """Exercise 3: the selection bias after one DeepSeek-V3 step from 0 with load (120, 40, 80, 80), u=0.001."""
+    name = "bias update"
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
-        return wrong(name, f"expected a number such as 1.5, got {type(answer).__name__}.")
-    expected = smallest_dropless_factor()
-    on_grid = [cf for cf in CAPACITY_GRID if abs(cf - answer) < 1e-9]
-    if not on_grid:
-        return wrong(name, f"{answer:g} is not on the slider's grid (0.5 to 3.0 in steps of 0.25).")
-    dropped = _drops_at(on_grid[0])
-    if on_grid[0] == expected:
-        cap = expert_capacity(EX2["num_tokens"], EX2["num_experts"], EX2["top_k"], expected)
-        return right(name, f"{expected:g}: a capacity of {cap} slots fits the busiest expert; one step lower "
-                           f"drops {_drops_at(expected - 0.25)} slots.")
-    if dropped:
-        return wrong(name, f"at {answer:g} the experts still drop {dropped} slots: go higher.")
-    return wrong(name, f"{answer:g} drops nothing, but a smaller factor does too: go lower.")
+    arr, problem = as_array(name, answer, (4,))
+    if problem is not None:
+        return problem
+    load = np.array(BIAS_LOAD, dtype=np.float64)
+    want = BIAS_RATE * np.sign(load.mean() - load)
+    if np.allclose(arr, want, atol=1e-9):
+        return right(name, "overloaded expert 0 goes down by u, underloaded expert 1 up by u, the others stay.")
+    if np.allclose(arr, -want, atol=1e-9):
+        return wrong(name, "the signs are flipped: an overloaded expert must become LESS attractive (bias down).")
+    if np.allclose(arr, BIAS_RATE * (load.mean() - load), atol=1e-9):
+        return wrong(name, "DeepSeek-V3 moves each bias by exactly u in the direction of balance (the sign of "
+                           "the error), not in proportion to the error.")
+    return wrong(name, f"expected b_i = u * sign(mean_load - load_i) with mean load {load.mean():g}; got {arr}.")
 
 
-def check_temperature(answer) -> Feedback:
-    """Exercise 3: without noise and without a selection bias, does the router temperature change
-    which experts a token is sent to? (True or False)"""
-    name = "temperature"
-    missing = unanswered(name, answer)
-    if missing is not None:
-        return missing
-    if not isinstance(answer, (bool, np.bool_)):
-        return wrong(name, f"answer True or False, got {answer!r}.")
-    if not answer:
-        return right(name, "dividing all logits by the same temperature keeps their order, so the top-k "
-                           "is unchanged; only the probabilities (confidence, combine weights) change.")
-    return wrong(name, "compare the routing heatmap's dots at temperature 0.25 and 4: dividing every logit "
-                       "by the same positive number does not change which one is largest.")
-
-
-@functools.lru_cache(maxsize=1)
-def model_domain_counts() -> np.ndarray:
-    """``[layers, domains, E]`` of the shipped model, computed like notebook 04 does."""
-    return domain_expert_counts(load_tiny_lm(), load_corpus())
-
-
-def check_chinese_expert(answer) -> Feedback:
-    """Exercise 4: in the last layer of the trained model, which expert takes the largest share of the
-    Chinese text's token slots? (held-out text, as in the notebook's heatmap)"""
-    name = "Chinese expert"
-    missing = unanswered(name, answer)
-    if missing is not None:
-        return missing
-    counts = model_domain_counts()[-1]
-    num_experts = counts.shape[1]
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
-        return wrong(name, f"expected an expert number 0..{num_experts - 1}, got {answer!r}.")
-    if not 0 <= answer < num_experts:
-        return wrong(name, f"the model has experts 0..{num_experts - 1}, got {answer}.")
-    chinese = counts[DOMAINS.index("chinese")]
-    share = chinese / chinese.sum()
-    expected = int(np.argmax(chinese))
-    if answer == expected:
-        return right(name, f"expert {expected} takes {100 * share[expected]:.0f}% of the Chinese slots in the "
-                           "last layer.")
-    top_domain = DOMAINS[int(np.argmax(counts[:, answer] / counts.sum(1)))]
-    return wrong(name, f"expert {answer} takes {100 * share[answer]:.0f}% of the Chinese slots (its favourite "
-                       f"domain is {top_domain}); read the 'chinese' row of the last layer's heatmap.")
-
-
-def app_max_mean() -> float:
-    """The max/mean load the app's first panel shows for ``APP1`` (rounded as shown)."""
-    a = APP1  # what RoutingDashboard(num_tokens=512, seed=0).run(**APP1) computes (a test checks it)
-    run = simulate_balancing(a["balancing"], a["steps"], num_tokens=512, num_experts=a["num_experts"],
-                             top_k=a["top_k"], capacity_factor=None if a["dropless"] else a["capacity_factor"],
-                             temperature=a["temperature"], noise=a["noise"], skew=a["skew"], seed=0)
-    balanced = 512 * a["top_k"] / a["num_experts"]
-    return round(float(run.routing.load().max() / balanced), 2)
-
-
-def check_app_max_mean(answer) -> Feedback:
-    """App exercise 1: with E=8, top-2, skew 2.0 and no balancing, the max/mean load in the title of
-    the "tokens per expert" panel (two decimals)."""
-    name = "max/mean load"
-    missing = unanswered(name, answer)
-    if missing is not None:
-        return missing
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
-        return wrong(name, f"expected a number such as 1.75, got {type(answer).__name__}.")
-    expected = app_max_mean()
-    if abs(answer - expected) <= 0.005 + 1e-9:
-        return right(name, f"{expected:.2f}: the busiest expert gets {expected:.2f} times its fair share; "
-                           "with a capacity factor of 1.25 it drops the excess.")
-    if abs(answer - 1.0) < 1e-9:
-        return wrong(name, "1.0 would be perfect balance: set the input skew to 2.0 first.")
-    return wrong(name, f"{answer:g} is not what the panel shows for E=8, top-k 2, capacity factor 1.25, "
-                       "temperature 1, noise 0, skew 2.0, balancing none: check each control.")
-
-
-def app_best_balancing() -> str:
-    """``"aux"`` or ``"bias"``: the one with the lower max/mean after ``APP2_STEPS`` steps (``APP2``)."""
-    end = {}
-    for method in ("aux", "bias"):
-        last = simulate_balancing(method, APP2_STEPS, **APP2).history[-1]
-        end[method] = last.max() / last.mean()
-    return min(end, key=end.get)
-
-
-def check_app_best_balancing(answer) -> Feedback:
-    """App exercise 2: at skew 3.0 (E=8, top-2), which balancing method, "aux" or "bias", ends with the
-    lower max/mean load after 10 update steps?"""
-    name = "best balancing"
-    missing = unanswered(name, answer)
-    if missing is not None:
-        return missing
-    if not isinstance(answer, str) or answer.strip().lower() not in ("aux", "bias"):
-        return wrong(name, f"answer 'aux' or 'bias', got {answer!r}.")
-    expected = app_best_balancing()
-    if answer.strip().lower() == expected:
-        return right(name, f"'{expected}' ends closer to 1.0 in the balancing panel after {APP2_STEPS} steps "
-                           "(with these step sizes; both keep improving with more steps).")
-    return wrong(name, f"compare the last point of the balancing panel for both methods at skew 3.0, "
-                       f"{APP2_STEPS} steps: '{answer.strip()}' ends higher.")
+def check_group_loss(answer) -> Feedback:
+    """Exercise 4: the group loss (2 groups of 4 experts) when half the tokens go to expert 0, half to 4."""
+    name = "group loss"
+    n = 8
+    indices = np.where(np.arange(n) % 2 == 0, 0, 4)[:, None]
+    probs = np.zeros((n, GROUP_EXPERTS))
+    probs[np.arange(n), indices[:, 0]] = 1.0
+    want = B.group_loss_numpy(probs, indices, GROUP_GROUPS)
+    switch = B.switch_loss_numpy(probs, indices)
+    if not isinstance(answer, bool) and isinstance(answer, (int, float, np.integer, np.floating)) \
+            and np.isclose(float(answer), switch):
+        return wrong(name, f"{switch:g} is the Switch loss over single experts; the group loss first sums f and P "
+                           "over each group's 4 experts.")
+    return check_number(name, answer, want, hint="F_g = P_g = 1/2 for both groups: G * sum_g F_g * P_g.")

@@ -1,103 +1,184 @@
-"""Checkers for the exercises of notebook 05 (expert parallelism).
+"""Checkers for the exercises of notebook 05 (routing visualisation) and of the Voila expert-load app.
 
-The setting of exercises 1-3 is openPangu-Ultra-MoE-718B (256 routed experts, top-8, hidden 7680, bf16)
-on the README's 4 Atlas 800T A2 nodes of 8 NPUs (EP degree 32), ``TOKENS`` tokens per NPU, uniform routing.
+Each checker recomputes the true answer from the course code (the NumPy routing simulation of
+``moe_lab.viz.simulate`` or the shipped tiny MoE LM), so a change in the code can never leave a stale
+answer behind.
 """
 
 from __future__ import annotations
 
+import functools
+import numbers
+
 import numpy as np
 
-from moe_lab.exercises import Feedback, check_number, known_slip, right, unanswered, wrong
-from moe_lab.parallel.sim import a2a_volume, device_loads, placement
+from moe_lab.core.capacity import expert_capacity
+from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
+from moe_lab.lm.checkpoint import load_tiny_lm
+from moe_lab.lm.corpus import DOMAINS, load_corpus
+from moe_lab.lm.routes import domain_expert_counts
+from moe_lab.viz.simulate import simulate_balancing, simulate_routing
 
-EXPERTS, TOP_K, HIDDEN, BYTES, EP, PER_NODE, TOKENS = 256, 8, 7680, 2, 32, 8, 4096
+# Exercise 1: the capacity of one expert
+EX1 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "capacity_factor": 1.25}
+# Exercise 2: the smallest capacity factor on the dashboard's grid that drops nothing
+EX2 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "skew": 1.0, "seed": 0}
+CAPACITY_GRID = tuple(0.5 + 0.25 * i for i in range(11))  # the dashboard's slider: 0.5 ... 3.0
+# App exercise 1: max/mean load shown in the dashboard's first panel
+APP1 = {"num_experts": 8, "top_k": 2, "capacity_factor": 1.25, "dropless": False, "temperature": 1.0,
+        "noise": 0.0, "skew": 2.0, "balancing": "none", "steps": 10}
+# App exercise 2: which balancing method ends closer to balance
+APP2 = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "skew": 3.0, "seed": 0}
+APP2_STEPS = 10
 
 
-def check_experts_per_npu(answer) -> Feedback:
-    """Exercise 1: routed experts each NPU holds in one MoE layer (256 experts, EP 32)."""
-    name = "experts per NPU"
+def check_capacity(answer) -> Feedback:
+    """Exercise 1: slots per expert for 512 tokens, 8 experts, top-2, capacity factor 1.25."""
+    name = "capacity"
+    expected = expert_capacity(**EX1)
+    if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
+        n, e, k, cf = EX1["num_tokens"], EX1["num_experts"], EX1["top_k"], EX1["capacity_factor"]
+        if answer == n * k / e:
+            return wrong(name, f"{answer:g} is the balanced load N*k/E; the capacity factor {cf} gives each "
+                               "expert some room above it.")
+        if answer == int(np.ceil(cf * n / e)):
+            return wrong(name, f"{answer:g} forgets top-k: every token sends k={k} slots, so there are N*k "
+                               "slots to share.")
+        if answer == cf * n * k / e and answer != expected:
+            return wrong(name, f"{answer:g} is not a whole number of slots: round up (ceil).")
+    return check_number(name, answer, expected, hint="capacity = ceil(capacity_factor * N * k / E).")
+
+
+@functools.cache
+def _drops_at(capacity_factor: float) -> int:
+    return simulate_routing(EX2["num_tokens"], EX2["num_experts"], EX2["top_k"], capacity_factor,
+                            skew=EX2["skew"], seed=EX2["seed"]).dropped()
+
+
+def smallest_dropless_factor() -> float | None:
+    """The answer of exercise 2 (None if even 3.0 drops slots)."""
+    return next((cf for cf in CAPACITY_GRID if _drops_at(cf) == 0), None)
+
+
+def check_min_capacity_factor(answer) -> Feedback:
+    """Exercise 2: the smallest capacity factor on the grid 0.5, 0.75, ..., 3.0 that drops no slot
+    (512 tokens, 8 experts, top-2, skew 1.0, seed 0: the dashboard's default tokens)."""
+    name = "smallest capacity factor"
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    near = {256: "that is every expert: expert parallelism splits them over the 32 NPUs.",
-            32: "that is the number of NPUs; divide the experts by it.",
-            64: "that is 256 / 4 nodes: the experts are split over all 32 NPUs, not over nodes.",
-            1: "one expert per NPU would need 256 NPUs (EP 256)."}
-    slip = known_slip(name, answer, near)  # a wrong Feedback is falsy: test for None, not with `or`
-    return slip if slip is not None else check_number(name, answer, EXPERTS // EP, rel=0,
-                                                      hint="num_experts / EP degree.")
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        return wrong(name, f"expected a number such as 1.5, got {type(answer).__name__}.")
+    expected = smallest_dropless_factor()
+    on_grid = [cf for cf in CAPACITY_GRID if abs(cf - answer) < 1e-9]
+    if not on_grid:
+        return wrong(name, f"{answer:g} is not on the slider's grid (0.5 to 3.0 in steps of 0.25).")
+    dropped = _drops_at(on_grid[0])
+    if on_grid[0] == expected:
+        cap = expert_capacity(EX2["num_tokens"], EX2["num_experts"], EX2["top_k"], expected)
+        return right(name, f"{expected:g}: a capacity of {cap} slots fits the busiest expert; one step lower "
+                           f"drops {_drops_at(expected - 0.25)} slots.")
+    if dropped:
+        return wrong(name, f"at {answer:g} the experts still drop {dropped} slots: go higher.")
+    return wrong(name, f"{answer:g} drops nothing, but a smaller factor does too: go lower.")
 
 
-def expected_dispatch_bytes() -> float:
-    """The answer of exercise 2, from the simulator (uniform routing)."""
-    dispatch = a2a_volume(TOKENS, HIDDEN, TOP_K, EP, num_experts=EXPERTS, devices_per_node=PER_NODE).dispatch
-    return dispatch["intra"] + dispatch["inter"]
-
-
-def check_dispatch_bytes(answer) -> Feedback:
-    """Exercise 2: bytes one NPU sends in the dispatch of one MoE layer (4096 tokens, top-8, bf16)."""
-    name = "dispatch bytes"
+def check_temperature(answer) -> Feedback:
+    """Exercise 3: without noise and without a selection bias, does the router temperature change
+    which experts a token is sent to? (True or False)"""
+    name = "temperature"
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    rows_bytes = TOKENS * TOP_K * HIDDEN * BYTES
-    near = {rows_bytes: "rows whose expert lives on the same NPU (1/32 of them) are not sent.",
-            rows_bytes * 2: "twice too much, and the 1/32 of rows that stay on the NPU are not sent.",
-            rows_bytes * (EP - 1) / EP * 2: "twice the answer: that is dispatch + combine, or 4 bytes per value "
-                                            "(bf16 has 2).",
-            TOKENS * HIDDEN * BYTES * (EP - 1) / EP: "each token is sent once per chosen expert: times top_k = 8.",
-            rows_bytes * (EP - PER_NODE) / EP: "that is only the inter-node part; rows to the 7 other NPUs of "
-                                               "the node are sent too."}
-    slip = known_slip(name, answer, near)
-    return slip if slip is not None else check_number(
-        name, answer, expected_dispatch_bytes(), rel=1e-6,
-        hint="tokens x top_k x hidden x 2 bytes, times the share of rows that leave the NPU (31/32).")
+    if not isinstance(answer, (bool, np.bool_)):
+        return wrong(name, f"answer True or False, got {answer!r}.")
+    if not answer:
+        return right(name, "dividing all logits by the same temperature keeps their order, so the top-k "
+                           "is unchanged; only the probabilities (confidence, combine weights) change.")
+    return wrong(name, "compare the routing heatmap's dots at temperature 0.25 and 4: dividing every logit "
+                       "by the same positive number does not change which one is largest.")
 
 
-def check_inter_node_share(answer) -> Feedback:
-    """Exercise 3: share of ALL of an NPU's token slots (stay-home ones included) that leave its node."""
-    name = "inter-node share"
+@functools.lru_cache(maxsize=1)
+def model_domain_counts() -> np.ndarray:
+    """``[layers, domains, E]`` of the shipped model, computed like notebook 05 does."""
+    return domain_expert_counts(load_tiny_lm(), load_corpus())
+
+
+def check_chinese_expert(answer) -> Feedback:
+    """Exercise 4: in the last layer of the trained model, which expert takes the largest share of the
+    Chinese text's token slots? (held-out text, as in the notebook's heatmap)"""
+    name = "Chinese expert"
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    near = {24 / 31: "that is the share of the rows that are SENT; the question counts all slots, "
-                     "including the 1/32 that stay on the NPU.",
-            7 / 32: "that is the share that stays in the node on another NPU.",
-            8 / 32: "that is the share that stays in the node (own NPU included); the rest leaves it.",
-            31 / 32: "that is the share that leaves the NPU; some of it stays in the node."}
-    slip = known_slip(name, answer, near)
-    return slip if slip is not None else check_number(
-        name, answer, (EP - PER_NODE) / EP, rel=1e-9,
-        hint="uniform routing: a slot's expert is on any of the 32 NPUs with equal probability; 24 of them "
-             "are on other nodes.")
+    counts = model_domain_counts()[-1]
+    num_experts = counts.shape[1]
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
+        return wrong(name, f"expected an expert number 0..{num_experts - 1}, got {answer!r}.")
+    if not 0 <= answer < num_experts:
+        return wrong(name, f"the model has experts 0..{num_experts - 1}, got {answer}.")
+    chinese = counts[DOMAINS.index("chinese")]
+    share = chinese / chinese.sum()
+    expected = int(np.argmax(chinese))
+    if answer == expected:
+        return right(name, f"expert {expected} takes {100 * share[expected]:.0f}% of the Chinese slots in the "
+                           "last layer.")
+    top_domain = DOMAINS[int(np.argmax(counts[:, answer] / counts.sum(1)))]
+    return wrong(name, f"expert {answer} takes {100 * share[answer]:.0f}% of the Chinese slots (its favourite "
+                       f"domain is {top_domain}); read the 'chinese' row of the last layer's heatmap.")
 
 
-def check_rank_load(fn) -> Feedback:
-    """Exercise 4: ``fn(expert_counts, world_size)`` -> rows per rank, contiguous placement."""
-    name = "rank load"
-    missing = unanswered(name, fn)
+def app_max_mean() -> float:
+    """The max/mean load the app's first panel shows for ``APP1`` (rounded as shown)."""
+    a = APP1  # what RoutingDashboard(num_tokens=512, seed=0).run(**APP1) computes (a test checks it)
+    run = simulate_balancing(a["balancing"], a["steps"], num_tokens=512, num_experts=a["num_experts"],
+                             top_k=a["top_k"], capacity_factor=None if a["dropless"] else a["capacity_factor"],
+                             temperature=a["temperature"], noise=a["noise"], skew=a["skew"], seed=0)
+    balanced = 512 * a["top_k"] / a["num_experts"]
+    return round(float(run.routing.load().max() / balanced), 2)
+
+
+def check_app_max_mean(answer) -> Feedback:
+    """App exercise 1: with E=8, top-2, skew 2.0 and no balancing, the max/mean load in the title of
+    the "tokens per expert" panel (two decimals)."""
+    name = "max/mean load"
+    missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    if not callable(fn):
-        return wrong(name, f"expected a function fn(expert_counts, world_size), got {type(fn).__name__}.")
-    rng = np.random.default_rng(5)
-    for e, w in ((8, 2), (8, 4), (12, 3), (16, 16), (6, 1)):
-        counts = rng.integers(0, 20, size=e)
-        try:
-            got = fn(counts.copy(), w)
-            if got is None:
-                return wrong(name, "your function returns None: return the rows of each rank.")
-            got = np.asarray(got.asnumpy() if hasattr(got, "asnumpy") else got, np.float64).reshape(-1)
-        except Exception as exc:  # the learner's code may fail in any way: report it, do not crash
-            return wrong(name, f"your function raised {type(exc).__name__}: {exc}")
-        want = device_loads(counts, placement(e, w), w)
-        if got.shape != (w,):
-            return wrong(name, f"for {e} experts on {w} ranks expected {w} numbers, got shape {got.shape}.")
-        if np.allclose(got, device_loads(counts, placement(e, w, "round_robin"), w)) and not np.allclose(got, want):
-            return wrong(name, "that is a round-robin placement (expert e on rank e % W); here rank r owns the "
-                               "contiguous block r*E/W ... (r+1)*E/W - 1.")
-        if not np.allclose(got, want):
-            return wrong(name, f"for counts {counts.tolist()} on {w} ranks expected {want.astype(int).tolist()}, "
-                               f"got {got.tolist()}.")
-    return right(name, "rank r sums the counts of its E/W contiguous experts.")
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        return wrong(name, f"expected a number such as 1.75, got {type(answer).__name__}.")
+    expected = app_max_mean()
+    if abs(answer - expected) <= 0.005 + 1e-9:
+        return right(name, f"{expected:.2f}: the busiest expert gets {expected:.2f} times its fair share; "
+                           "with a capacity factor of 1.25 it drops the excess.")
+    if abs(answer - 1.0) < 1e-9:
+        return wrong(name, "1.0 would be perfect balance: set the input skew to 2.0 first.")
+    return wrong(name, f"{answer:g} is not what the panel shows for E=8, top-k 2, capacity factor 1.25, "
+                       "temperature 1, noise 0, skew 2.0, balancing none: check each control.")
+
+
+def app_best_balancing() -> str:
+    """``"aux"`` or ``"bias"``: the one with the lower max/mean after ``APP2_STEPS`` steps (``APP2``)."""
+    end = {}
+    for method in ("aux", "bias"):
+        last = simulate_balancing(method, APP2_STEPS, **APP2).history[-1]
+        end[method] = last.max() / last.mean()
+    return min(end, key=end.get)
+
+
+def check_app_best_balancing(answer) -> Feedback:
+    """App exercise 2: at skew 3.0 (E=8, top-2), which balancing method, "aux" or "bias", ends with the
+    lower max/mean load after 10 update steps?"""
+    name = "best balancing"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    if not isinstance(answer, str) or answer.strip().lower() not in ("aux", "bias"):
+        return wrong(name, f"answer 'aux' or 'bias', got {answer!r}.")
+    expected = app_best_balancing()
+    if answer.strip().lower() == expected:
+        return right(name, f"'{expected}' ends closer to 1.0 in the balancing panel after {APP2_STEPS} steps "
+                           "(with these step sizes; both keep improving with more steps).")
+    return wrong(name, f"compare the last point of the balancing panel for both methods at skew 3.0, "
+                       f"{APP2_STEPS} steps: '{answer.strip()}' ends higher.")

@@ -1,116 +1,103 @@
-"""Exercise checkers of notebook 06 (the 718B memory budget). Each returns a ``Feedback``.
+"""Checkers for the exercises of notebook 06 (expert parallelism).
 
-Introduced in notebook 06 (section "Exercises"). Expected values are computed from the shipped
-openPangu-Ultra-MoE-718B config with ``moe_lab.budget``; typical wrong answers get a specific hint.
+The setting of exercises 1-3 is openPangu-Ultra-MoE-718B (256 routed experts, top-8, hidden 7680, bf16)
+on the README's 4 Atlas 800T A2 nodes of 8 NPUs (EP degree 32), ``TOKENS`` tokens per NPU, uniform routing.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from moe_lab.budget.count import count_parameters, expert_params
-from moe_lab.budget.hardware import load_device
-from moe_lab.budget.memory import kv_bytes_per_token, weight_bytes
-from moe_lab.budget.spec import load_model
-from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
+from moe_lab.exercises import Feedback, check_number, known_slip, right, unanswered, wrong
+from moe_lab.parallel.sim import a2a_volume, device_loads, placement
 
-MODEL = "openpangu-ultra-moe-718b"
+EXPERTS, TOP_K, HIDDEN, BYTES, EP, PER_NODE, TOKENS = 256, 8, 7680, 2, 32, 8, 4096
 
 
-def _as_number(exercise: str, answer) -> tuple[float | None, Feedback | None]:
-    missing = unanswered(exercise, answer)
-    if missing is not None:  # a Feedback is falsy when wrong: compare with None
-        return None, missing
-    if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
-        return None, wrong(exercise, f"expected a number, got {type(answer).__name__}.")
-    return float(answer), None
+def check_experts_per_npu(answer) -> Feedback:
+    """Exercise 1: routed experts each NPU holds in one MoE layer (256 experts, EP 32)."""
+    name = "experts per NPU"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    near = {256: "that is every expert: expert parallelism splits them over the 32 NPUs.",
+            32: "that is the number of NPUs; divide the experts by it.",
+            64: "that is 256 / 4 nodes: the experts are split over all 32 NPUs, not over nodes.",
+            1: "one expert per NPU would need 256 NPUs (EP 256)."}
+    slip = known_slip(name, answer, near)  # a wrong Feedback is falsy: test for None, not with `or`
+    return slip if slip is not None else check_number(name, answer, EXPERTS // EP, rel=0,
+                                                      hint="num_experts / EP degree.")
 
 
-def _graded(exercise: str, answer, expected: float, hints: dict, rel: float = 1e-9) -> Feedback:
-    """Right if ``answer`` equals ``expected``; a known mistake gets its hint; else too large/small."""
-    value, problem = _as_number(exercise, answer)
-    if problem is not None:
-        return problem
-    for wrong_value, hint in hints.items():
-        if wrong_value != expected and math.isclose(value, wrong_value, rel_tol=rel):
-            return wrong(exercise, f"{value:,.0f}: {hint}")
-    return check_number(exercise, value, expected, rel=rel)
+def expected_dispatch_bytes() -> float:
+    """The answer of exercise 2, from the simulator (uniform routing)."""
+    dispatch = a2a_volume(TOKENS, HIDDEN, TOP_K, EP, num_experts=EXPERTS, devices_per_node=PER_NODE).dispatch
+    return dispatch["intra"] + dispatch["inter"]
 
 
-def expert_answer() -> int:
-    """Parameters of one routed expert of openPangu-718B in one layer (3 x 7680 x 2048)."""
-    return expert_params(load_model(MODEL))
+def check_dispatch_bytes(answer) -> Feedback:
+    """Exercise 2: bytes one NPU sends in the dispatch of one MoE layer (4096 tokens, top-8, bf16)."""
+    name = "dispatch bytes"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    rows_bytes = TOKENS * TOP_K * HIDDEN * BYTES
+    near = {rows_bytes: "rows whose expert lives on the same NPU (1/32 of them) are not sent.",
+            rows_bytes * 2: "twice too much, and the 1/32 of rows that stay on the NPU are not sent.",
+            rows_bytes * (EP - 1) / EP * 2: "twice the answer: that is dispatch + combine, or 4 bytes per value "
+                                            "(bf16 has 2).",
+            TOKENS * HIDDEN * BYTES * (EP - 1) / EP: "each token is sent once per chosen expert: times top_k = 8.",
+            rows_bytes * (EP - PER_NODE) / EP: "that is only the inter-node part; rows to the 7 other NPUs of "
+                                               "the node are sent too."}
+    slip = known_slip(name, answer, near)
+    return slip if slip is not None else check_number(
+        name, answer, expected_dispatch_bytes(), rel=1e-6,
+        hint="tokens x top_k x hidden x 2 bytes, times the share of rows that leave the NPU (31/32).")
 
 
-def check_expert_params(answer) -> Feedback:
-    """Exercise 1: how many parameters has ONE routed expert of openPangu-718B in ONE layer?"""
-    spec = load_model(MODEL)
-    h, f = spec.hidden_size, spec.expert_ffn_size
-    expected = expert_answer()
-    hints = {
-        2 * h * f: "that is two projections; a SwiGLU expert has three (gate, up and down).",
-        h * f: "that is one projection; a SwiGLU expert has three (gate, up and down).",
-        expected * spec.num_moe_layers: f"that is one expert summed over all {spec.num_moe_layers} MoE layers; "
-                                        "the question asks for one layer.",
-        expected * spec.num_experts: f"that is all {spec.num_experts} routed experts of a layer; the question "
-                                     "asks for one.",
-    }
-    fb = _graded("expert params", answer, expected, hints)
-    if fb.correct:
-        return right("expert params", f"{expected:,} = 3 x {h} x {f}: tiny next to the article's '100B per "
-                                      "expert'.")
-    return fb
+def check_inter_node_share(answer) -> Feedback:
+    """Exercise 3: share of ALL of an NPU's token slots (stay-home ones included) that leave its node."""
+    name = "inter-node share"
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return missing
+    near = {24 / 31: "that is the share of the rows that are SENT; the question counts all slots, "
+                     "including the 1/32 that stay on the NPU.",
+            7 / 32: "that is the share that stays in the node on another NPU.",
+            8 / 32: "that is the share that stays in the node (own NPU included); the rest leaves it.",
+            31 / 32: "that is the share that leaves the NPU; some of it stays in the node."}
+    slip = known_slip(name, answer, near)
+    return slip if slip is not None else check_number(
+        name, answer, (EP - PER_NODE) / EP, rel=1e-9,
+        hint="uniform routing: a slot's expert is on any of the 32 NPUs with equal probability; 24 of them "
+             "are on other nodes.")
 
 
-def kv_answer() -> int:
-    """KV-cache bytes per token of openPangu-718B in bf16: (512 + 64) x 61 x 2."""
-    return kv_bytes_per_token(load_model(MODEL), "bf16")
-
-
-def check_kv_bytes_per_token(answer) -> Feedback:
-    """Exercise 2: bytes of KV cache one token adds to openPangu-718B in bf16 (all layers)."""
-    spec = load_model(MODEL)
-    r, rope, layers = spec.kv_lora_rank, spec.qk_rope_head_dim, spec.num_layers
-    expected = kv_answer()
-    hints = {
-        r * layers * 2: f"MLA also caches the decoupled RoPE key ({rope} values per layer) next to the "
-                        f"{r}-value latent.",
-        (r + rope) * layers: "that is the number of cached values; each takes 2 bytes in bf16.",
-        (r + rope) * 2: f"that is one layer; the model has {layers}.",
-    }
-    mha = "that is what plain multi-head attention would cache (full K and V per head); MLA caches the " \
-          "compressed latent instead."
-    hints[spec.num_heads * (spec.qk_nope_head_dim + spec.qk_rope_head_dim + spec.v_head_dim) * layers * 2] = mha
-    hints[2 * spec.num_heads * spec.v_head_dim * layers * 2] = mha
-    fb = _graded("KV bytes per token", answer, expected, hints)
-    if fb.correct:
-        return right("KV bytes per token", f"{expected:,} B = ({r} + {rope}) x {layers} layers x 2 B.")
-    return fb
-
-
-def npu_answer(reserve: float = 0.10) -> int:
-    """Fewest 64 GB NPUs that hold openPangu-718B's bf16 weights with ``reserve`` of each kept free."""
-    usable = load_device("atlas-800i-a2").memory_bytes * (1 - reserve)
-    return math.ceil(weight_bytes(load_model(MODEL), "bf16") / usable)
-
-
-def check_min_npus(answer) -> Feedback:
-    """Exercise 3: fewest 64 GB Ascend NPUs holding the bf16 weights alone, 10 % of each kept free."""
-    spec = load_model(MODEL)
-    count = count_parameters(spec)
-    expected = npu_answer()
-    usable = 64e9 * 0.9
-    hints = {
-        npu_answer(0.0): "you used all 64 GB of every NPU; keep 10 % free for the runtime.",
-        math.floor(2 * count.total / usable): "round up: a fraction of an NPU is a whole NPU.",
-        math.ceil(2 * (count.total + count.mtp_total) / usable): "the MTP module is optional at serving time "
-                                                                 "(speculative decoding); leave it out here.",
-        math.ceil(4 * count.total / usable): "bf16 takes 2 bytes per parameter, not 4.",
-    }
-    fb = _graded("NPUs for the weights", answer, expected, hints)
-    if fb.correct:
-        return right("NPUs for the weights", f"{expected} NPUs: {weight_bytes(spec, 'bf16') / 1e9:,.0f} GB of "
-                                             "weights; Huawei's reference run uses 32 (4 servers x 8).")
-    return fb
+def check_rank_load(fn) -> Feedback:
+    """Exercise 4: ``fn(expert_counts, world_size)`` -> rows per rank, contiguous placement."""
+    name = "rank load"
+    missing = unanswered(name, fn)
+    if missing is not None:
+        return missing
+    if not callable(fn):
+        return wrong(name, f"expected a function fn(expert_counts, world_size), got {type(fn).__name__}.")
+    rng = np.random.default_rng(5)
+    for e, w in ((8, 2), (8, 4), (12, 3), (16, 16), (6, 1)):
+        counts = rng.integers(0, 20, size=e)
+        try:
+            got = fn(counts.copy(), w)
+            if got is None:
+                return wrong(name, "your function returns None: return the rows of each rank.")
+            got = np.asarray(got.asnumpy() if hasattr(got, "asnumpy") else got, np.float64).reshape(-1)
+        except Exception as exc:  # the learner's code may fail in any way: report it, do not crash
+            return wrong(name, f"your function raised {type(exc).__name__}: {exc}")
+        want = device_loads(counts, placement(e, w), w)
+        if got.shape != (w,):
+            return wrong(name, f"for {e} experts on {w} ranks expected {w} numbers, got shape {got.shape}.")
+        if np.allclose(got, device_loads(counts, placement(e, w, "round_robin"), w)) and not np.allclose(got, want):
+            return wrong(name, "that is a round-robin placement (expert e on rank e % W); here rank r owns the "
+                               "contiguous block r*E/W ... (r+1)*E/W - 1.")
+        if not np.allclose(got, want):
+            return wrong(name, f"for counts {counts.tolist()} on {w} ranks expected {want.astype(int).tolist()}, "
+                               f"got {got.tolist()}.")
+    return right(name, "rank r sums the counts of its E/W contiguous experts.")

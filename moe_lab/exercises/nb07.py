@@ -1,81 +1,116 @@
-"""Checkers for the exercises of notebook 07 (Atlas boards, detection, the compiled MoE operators)."""
+"""Exercise checkers of notebook 07 (the 718B memory budget). Each returns a ``Feedback``.
+
+Introduced in notebook 07 (section "Exercises"). Expected values are computed from the shipped
+openPangu-Ultra-MoE-718B config with ``moe_lab.budget``; typical wrong answers get a specific hint.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from moe_lab.ascend import ops_ref as ascend_ref
-from moe_lab.ascend.backend import Backend, tier_of_soc
-from moe_lab.exercises import Feedback, as_array, check_number, right, unanswered, wrong
+from moe_lab.budget.count import count_parameters, expert_params
+from moe_lab.budget.hardware import load_device
+from moe_lab.budget.memory import kv_bytes_per_token, weight_bytes
+from moe_lab.budget.spec import load_model
+from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
 
-DISPATCH_PATHS = ("loop", "dense", "sorted", "fused", "capacity")
-
-# Exercise 2: three tokens, top-2
-EX2_EXPERT_IDX = np.array([[2, 0], [0, 1], [2, 1]], np.int32)
-
-# Exercise 3: N tokens, K slots; the pair (token n, slot k)
-EX3 = dict(num_tokens=4, top_k=2, token=1, slot=1)
+MODEL = "openpangu-ultra-moe-718b"
 
 
-def check_orange_pi_dispatch(answer) -> Feedback:
-    """Exercise 1: the default dispatch path of MoELayer on an Orange Pi AIpro (SoC ascend310b)."""
-    name = "Orange Pi dispatch"
-    missing = unanswered(name, answer)
-    if missing is not None:
-        return missing
-    if not isinstance(answer, str):
-        return wrong(name, f"expected a dispatch path name (a string such as 'dense'), got {type(answer).__name__}.")
-    tier = tier_of_soc("ascend310b")
-    expected = Backend(name=f"ascend-{tier}", device="Ascend", soc="ascend310b", tier=tier).default_dispatch
-    answer = answer.strip().lower()
-    if answer == expected:
-        return right(name, f"'{expected}': the 310B registers no fused MoE operator, so the layer sorts by expert "
-                           "with ordinary operators (which do run on the NPU).")
-    if answer == "fused":
-        return wrong(name, "'fused' needs MoeInitRoutingV2, GroupedMatmulV4 and MoeTokenUnpermute: look at the "
-                           "ascend310b column of the table.")
-    if answer in ("cpu", "ascend", "auto", "npu-basic"):
-        return wrong(name, f"'{answer}' is a backend or tier, not a dispatch path; the paths are "
-                           f"{', '.join(DISPATCH_PATHS[:4])}.")
-    if answer in ("loop", "dense"):
-        return wrong(name, f"'{answer}' works everywhere, but it is not the default: which path does only the "
-                           "work an MoE needs, with ordinary operators?")
-    return wrong(name, f"{answer!r} is not a dispatch path; the paths are {', '.join(DISPATCH_PATHS[:4])}.")
+def _as_number(exercise: str, answer) -> tuple[float | None, Feedback | None]:
+    missing = unanswered(exercise, answer)
+    if missing is not None:  # a Feedback is falsy when wrong: compare with None
+        return None, missing
+    if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
+        return None, wrong(exercise, f"expected a number, got {type(answer).__name__}.")
+    return float(answer), None
 
 
-def check_expanded_row_idx(answer) -> Feedback:
-    """Exercise 2: ``expanded_row_idx`` of ``moe_init_routing_v2`` (dropless) for ``EX2_EXPERT_IDX``."""
-    name = "expanded_row_idx"
-    missing = unanswered(name, answer)
-    if missing is not None:
-        return missing
-    n, k = EX2_EXPERT_IDX.shape
-    arr, problem = as_array(name, answer, shape=(n * k,))
+def _graded(exercise: str, answer, expected: float, hints: dict, rel: float = 1e-9) -> Feedback:
+    """Right if ``answer`` equals ``expected``; a known mistake gets its hint; else too large/small."""
+    value, problem = _as_number(exercise, answer)
     if problem is not None:
         return problem
-    x = np.zeros((n, 1), np.float32)
-    expected = ascend_ref.moe_init_routing_v2(x, EX2_EXPERT_IDX, 0, 0, 3, 0, 0, False)[1]
-    if np.array_equal(arr, expected):
-        return right(name, f"{expected.tolist()}: pair j = n*K + k went to row expanded_row_idx[j].")
-    order = np.argsort(EX2_EXPERT_IDX.reshape(-1), kind="stable")
-    k_major = expected.reshape(n, k).T.reshape(-1)
-    if np.array_equal(arr, order):
-        return wrong(name, "that is the sort order (which pair lands on each row); expanded_row_idx is its "
-                           "inverse: for each pair, the row where it went.")
-    if np.array_equal(arr, k_major):
-        return wrong(name, "that is the k-major order of MoeInitRouting V1 (j = k*N + n); V2 numbers the pairs "
-                           "token by token (j = n*K + k).")
-    if np.array_equal(np.sort(arr), np.arange(n * k)):
-        return wrong(name, "a permutation, but not this one: sort the pairs by expert, keeping pair order "
-                           "among equals (stable), then write each pair's new row at its position j.")
-    return wrong(name, f"expanded_row_idx is a permutation of 0..{n * k - 1} (each pair gets one row).")
+    for wrong_value, hint in hints.items():
+        if wrong_value != expected and math.isclose(value, wrong_value, rel_tol=rel):
+            return wrong(exercise, f"{value:,.0f}: {hint}")
+    return check_number(exercise, value, expected, rel=rel)
 
 
-def check_k_major_index(answer) -> Feedback:
-    """Exercise 3: the k-major index (what moe_finalize_routing reads) of one (token, slot) pair."""
-    name = "k-major index"
-    n_tok, k, n, j = EX3["num_tokens"], EX3["top_k"], EX3["token"], EX3["slot"]
-    expected = j * n_tok + n
-    if not isinstance(answer, bool) and isinstance(answer, (int, np.integer)) and int(answer) == n * k + j:
-        return wrong(name, f"{answer} is the row-major index n*K + k (V2); k-major puts all first slots first.")
-    return check_number(name, answer, expected, rel=0, hint="k-major: index = k * N + n.")
+def expert_answer() -> int:
+    """Parameters of one routed expert of openPangu-718B in one layer (3 x 7680 x 2048)."""
+    return expert_params(load_model(MODEL))
+
+
+def check_expert_params(answer) -> Feedback:
+    """Exercise 1: how many parameters has ONE routed expert of openPangu-718B in ONE layer?"""
+    spec = load_model(MODEL)
+    h, f = spec.hidden_size, spec.expert_ffn_size
+    expected = expert_answer()
+    hints = {
+        2 * h * f: "that is two projections; a SwiGLU expert has three (gate, up and down).",
+        h * f: "that is one projection; a SwiGLU expert has three (gate, up and down).",
+        expected * spec.num_moe_layers: f"that is one expert summed over all {spec.num_moe_layers} MoE layers; "
+                                        "the question asks for one layer.",
+        expected * spec.num_experts: f"that is all {spec.num_experts} routed experts of a layer; the question "
+                                     "asks for one.",
+    }
+    fb = _graded("expert params", answer, expected, hints)
+    if fb.correct:
+        return right("expert params", f"{expected:,} = 3 x {h} x {f}: tiny next to the article's '100B per "
+                                      "expert'.")
+    return fb
+
+
+def kv_answer() -> int:
+    """KV-cache bytes per token of openPangu-718B in bf16: (512 + 64) x 61 x 2."""
+    return kv_bytes_per_token(load_model(MODEL), "bf16")
+
+
+def check_kv_bytes_per_token(answer) -> Feedback:
+    """Exercise 2: bytes of KV cache one token adds to openPangu-718B in bf16 (all layers)."""
+    spec = load_model(MODEL)
+    r, rope, layers = spec.kv_lora_rank, spec.qk_rope_head_dim, spec.num_layers
+    expected = kv_answer()
+    hints = {
+        r * layers * 2: f"MLA also caches the decoupled RoPE key ({rope} values per layer) next to the "
+                        f"{r}-value latent.",
+        (r + rope) * layers: "that is the number of cached values; each takes 2 bytes in bf16.",
+        (r + rope) * 2: f"that is one layer; the model has {layers}.",
+    }
+    mha = "that is what plain multi-head attention would cache (full K and V per head); MLA caches the " \
+          "compressed latent instead."
+    hints[spec.num_heads * (spec.qk_nope_head_dim + spec.qk_rope_head_dim + spec.v_head_dim) * layers * 2] = mha
+    hints[2 * spec.num_heads * spec.v_head_dim * layers * 2] = mha
+    fb = _graded("KV bytes per token", answer, expected, hints)
+    if fb.correct:
+        return right("KV bytes per token", f"{expected:,} B = ({r} + {rope}) x {layers} layers x 2 B.")
+    return fb
+
+
+def npu_answer(reserve: float = 0.10) -> int:
+    """Fewest 64 GB NPUs that hold openPangu-718B's bf16 weights with ``reserve`` of each kept free."""
+    usable = load_device("atlas-800i-a2").memory_bytes * (1 - reserve)
+    return math.ceil(weight_bytes(load_model(MODEL), "bf16") / usable)
+
+
+def check_min_npus(answer) -> Feedback:
+    """Exercise 3: fewest 64 GB Ascend NPUs holding the bf16 weights alone, 10 % of each kept free."""
+    spec = load_model(MODEL)
+    count = count_parameters(spec)
+    expected = npu_answer()
+    usable = 64e9 * 0.9
+    hints = {
+        npu_answer(0.0): "you used all 64 GB of every NPU; keep 10 % free for the runtime.",
+        math.floor(2 * count.total / usable): "round up: a fraction of an NPU is a whole NPU.",
+        math.ceil(2 * (count.total + count.mtp_total) / usable): "the MTP module is optional at serving time "
+                                                                 "(speculative decoding); leave it out here.",
+        math.ceil(4 * count.total / usable): "bf16 takes 2 bytes per parameter, not 4.",
+    }
+    fb = _graded("NPUs for the weights", answer, expected, hints)
+    if fb.correct:
+        return right("NPUs for the weights", f"{expected} NPUs: {weight_bytes(spec, 'bf16') / 1e9:,.0f} GB of "
+                                             "weights; Huawei's reference run uses 32 (4 servers x 8).")
+    return fb

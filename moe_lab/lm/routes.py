@@ -65,7 +65,7 @@ def route_text_batched(model, text: str):
     window is padded with zero bytes to the full context and all windows run as one batch. Attention
     is causal, so padding *after* a byte never changes how that byte is routed (a test checks the
     result equals ``route_text``). MindSpore on CPU runs the full-context shape several times faster
-    than a new short shape. Introduced in notebook 04.
+    than a new short shape. Introduced in notebook 05.
     """
     tokens = encode(text)
     if tokens.size == 0:
@@ -89,7 +89,7 @@ def domain_expert_counts(model, corpus, *, windows_per_domain: int = 8, split: s
     All top-k slots (the load), or only first choices with ``first_choice=True`` (the specialisation
     measure of notebook 04, ``moe_lab.lm.training.domain_expert_share``). Uses ``windows_per_domain`` random
     windows of ``context`` bytes per domain of ``corpus`` (validation part by default: text the
-    model never trained on), all in one model call. Introduced in notebook 04.
+    model never trained on), all in one model call. Introduced in notebook 05.
     """
     windows_per_domain = check_int("windows_per_domain", windows_per_domain, minimum=1)
     cfg = model.cfg

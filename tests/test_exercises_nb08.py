@@ -1,0 +1,40 @@
+"""Notebook 08's exercise checkers: the right answers pass, typical wrong answers get a helpful message."""
+
+import numpy as np
+from mindspore import Tensor
+
+from moe_lab.exercises import nb08
+
+
+def test_orange_pi_dispatch():
+    assert nb08.check_orange_pi_dispatch("sorted")
+    assert nb08.check_orange_pi_dispatch(" Sorted ")
+    fused = nb08.check_orange_pi_dispatch("fused")
+    assert not fused and "ascend310b column" in fused.message
+    assert "backend or tier" in nb08.check_orange_pi_dispatch("cpu").message
+    assert "not the default" in nb08.check_orange_pi_dispatch("dense").message
+    assert "not a dispatch path" in nb08.check_orange_pi_dispatch("gpu").message
+    assert "expected a dispatch path name" in nb08.check_orange_pi_dispatch(3).message
+    assert "no answer yet" in nb08.check_orange_pi_dispatch(None).message
+
+
+def test_expanded_row_idx():
+    right = [4, 0, 1, 2, 5, 3]
+    assert nb08.check_expanded_row_idx(right)
+    assert nb08.check_expanded_row_idx(np.array(right))
+    assert nb08.check_expanded_row_idx(Tensor(np.array(right, np.int32)))
+    assert "sort order" in nb08.check_expanded_row_idx([1, 2, 3, 5, 0, 4]).message
+    assert "k-major" in nb08.check_expanded_row_idx([4, 1, 5, 0, 2, 3]).message
+    assert "stable" in nb08.check_expanded_row_idx([0, 1, 2, 3, 4, 5]).message
+    assert "permutation of 0..5" in nb08.check_expanded_row_idx([0, 0, 0, 0, 0, 0]).message
+    assert "shape" in nb08.check_expanded_row_idx([4, 0, 1]).message
+    assert "no answer yet" in nb08.check_expanded_row_idx(...).message
+
+
+def test_k_major_index():
+    assert nb08.check_k_major_index(5)
+    row_major = nb08.check_k_major_index(3)
+    assert not row_major and "row-major" in row_major.message
+    assert not nb08.check_k_major_index(6)
+    assert "expected a number" in nb08.check_k_major_index("5").message
+    assert "no answer yet" in nb08.check_k_major_index(None).message
