@@ -66,7 +66,7 @@ def known_slip(exercise: str, answer, slips: dict) -> Feedback | None:
         return None
     for value, hint in slips.items():
         if np.isclose(float(answer), value, rtol=1e-9, atol=1e-12):
-            return wrong(exercise, f"{answer:,} — {hint}")
+            return wrong(exercise, f"{format_number(answer)} — {hint}")
     return None
 
 
@@ -78,6 +78,15 @@ def check_number(exercise: str, answer, expected: float, *, rel: float = 1e-6, h
     if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
         return wrong(exercise, f"expected a number, got {type(answer).__name__}.")
     if np.isclose(float(answer), expected, rtol=rel, atol=0.0):
-        return right(exercise, f"{expected:g} is correct.")
+        return right(exercise, f"{format_number(expected)} is correct.")
     direction = "too large" if float(answer) > expected else "too small"
-    return wrong(exercise, f"{answer:g} is {direction}. {hint}".strip())
+    return wrong(exercise, f"{format_number(answer)} is {direction}. {hint}".strip())
+
+
+def format_number(value) -> str:
+    """A number as a learner writes it: integers in full with thousands separators (``352,354,304``, never
+    ``3.52354e+08``), other values with up to 6 significant digits."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e18:
+        return f"{int(value):,}"
+    return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.0f}"
