@@ -67,7 +67,7 @@ def test_capacity_factor_must_be_a_number(cf):
 
 
 def test_unknown_drop_policy():
-    with pytest.raises(ValueError, match="drop_policy.*'position'.*'score'.*'random'"):
+    with pytest.raises(ValueError, match="drop_policy.*'position'.*'priority'.*'random'"):
         MoELayer(8, 16, 4, 2, capacity_factor=1.0, drop_policy="random")
     indices = Tensor(np.zeros((4, 2), np.int32))
     weights = Tensor(np.full((4, 2), 0.5, np.float32))
@@ -77,7 +77,7 @@ def test_unknown_drop_policy():
 
 # ------------------------------------------------------------------ keep mask vs the NumPy queue
 
-@pytest.mark.parametrize("policy", ["position", "score"])
+@pytest.mark.parametrize("policy", ["position", "priority"])
 @pytest.mark.parametrize("seed", range(6))
 def test_keep_mask_matches_numpy_queue(policy, seed):
     rng = np.random.default_rng(seed)
@@ -105,9 +105,20 @@ def test_position_policy_serves_first_choices_first():
     weights = Tensor(np.array([[0.6, 0.4], [0.9, 0.1], [0.7, 0.3], [0.8, 0.2]], np.float32))
     keep = keep_mask(indices, weights, 4, 2, "position").asnumpy()
     np.testing.assert_array_equal(keep, [[True, True], [True, True], [False, False], [False, False]])
-    keep = keep_mask(indices, weights, 4, 2, "score").asnumpy()
-    # score: the two largest weights of each expert win
-    np.testing.assert_array_equal(keep, [[False, True], [True, False], [False, True], [True, False]])
+    keep = keep_mask(indices, weights, 4, 2, "priority").asnumpy()
+    # V-MoE's batch-prioritised routing: tokens ranked by their largest weight (1: 0.9, 3: 0.8, 2: 0.7, 0: 0.6)
+    # are served choice by choice, so the two most confident tokens keep both slots
+    np.testing.assert_array_equal(keep, [[False, False], [True, True], [False, False], [True, True]])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_priority_policy_equals_the_plain_queue_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    n, e, k = 40, 5, 2
+    indices = np.stack([rng.choice(e, k, replace=False) for _ in range(n)]).astype(np.int32)
+    scores = rng.choice([0.2, 0.5, 0.9], size=(n, k)).astype(np.float32)  # many exact ties: order by token
+    got = keep_mask(Tensor(indices), Tensor(scores), e, 6, "priority").asnumpy()
+    np.testing.assert_array_equal(got, keep_numpy(indices, scores, e, 6 * e / (n * k), "priority"))
 
 
 # ------------------------------------------------------------------ what the layer does with it
@@ -151,7 +162,7 @@ def test_dropped_slot_contributes_zero():
 CPU_PATHS = [p for p in DISPATCH if p != "fused"]
 
 
-@pytest.mark.parametrize("policy", ["position", "score"])
+@pytest.mark.parametrize("policy", ["position", "priority"])
 @pytest.mark.parametrize("cf", [None, 1.0, 0.3])
 @pytest.mark.parametrize("activation", ["swiglu", "relu"])
 def test_every_path_matches_numpy_reference_with_capacity(policy, cf, activation):

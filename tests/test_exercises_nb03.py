@@ -35,10 +35,10 @@ def test_keep_mask():
     assert nb03.check_keep_mask(good)
     assert nb03.check_keep_mask(good.astype(int).tolist())
     # the example is built so that the three orders disagree
-    score = keep_numpy(nb03.EX2_INDICES, nb03.EX2_WEIGHTS, 3, 0.5, "score")
+    score = keep_numpy(nb03.EX2_INDICES, nb03.EX2_WEIGHTS, 3, 0.5, "priority")
     assert not np.array_equal(good, score)
     token_major = [[1, 1], [1, 1], [0, 1], [0, 1], [0, 0], [0, 0]]
-    cases = ((score, "score"), (token_major, "token by token"), (np.ones((6, 2)), "nothing dropped"),
+    cases = ((score, "priority"), (token_major, "token by token"), (np.ones((6, 2)), "nothing dropped"),
              ([[1, 0]] * 6, "(2, 1)"), ([[1, 0]] * 3, "shape"), ([[2, 0]] * 6, "True (kept)"),
              ("yes", "expected"))
     for answer, hint in cases:

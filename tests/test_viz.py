@@ -49,7 +49,7 @@ def test_expert_load_dropless_and_explicit_kept():
     ax = viz.plot_expert_load([3, 5, 0]).axes[0]
     np.testing.assert_array_equal(bar_heights(ax, "dropped"), [0, 0, 0])
     assert not any(label.startswith("capacity") for label in hlines(ax))
-    # "score" policy: kept comes from the routing, not from min(load, capacity)
+    # "priority" policy: kept comes from the routing, not from min(load, capacity)
     ax = viz.plot_expert_load([6, 2], capacity=4, kept=[4, 2]).axes[0]
     np.testing.assert_array_equal(bar_heights(ax, "processed"), [4, 2])
 

@@ -36,7 +36,7 @@ def close_figures():
 # ----------------------------------------------------------------------------- simulation == MoELayer
 
 @pytest.mark.parametrize("capacity_factor", [None, 0.5, 1.0, 1.25])
-@pytest.mark.parametrize("drop_policy", ["position", "score"])
+@pytest.mark.parametrize("drop_policy", ["position", "priority"])
 @pytest.mark.parametrize("normalize", [True, False])
 def test_route_logits_matches_moelayer(make_x, capacity_factor, drop_policy, normalize):
     layer = MoELayer(8, 16, num_experts=4, top_k=2, capacity_factor=capacity_factor, drop_policy=drop_policy,
@@ -59,7 +59,7 @@ def test_route_logits_matches_moelayer(make_x, capacity_factor, drop_policy, nor
         assert routing.dropped() > 0 or capacity_factor > 1  # the small factors really drop something
 
 
-@pytest.mark.parametrize("drop_policy", ["position", "score"])
+@pytest.mark.parametrize("drop_policy", ["position", "priority"])
 def test_keep_mask_numpy_matches_capacity_module_and_reference(drop_policy):
     rng = np.random.default_rng(0)
     for trial in range(5):
@@ -108,7 +108,7 @@ def test_skew_unbalances_and_temperature_changes_confidence():
     ({"temperature": 0.0}, ValueError, "temperature must be > 0.0"),
     ({"noise": -1.0}, ValueError, "noise must be >= 0.0"),
     ({"capacity_factor": "big"}, TypeError, "capacity_factor must be a number or None"),
-    ({"drop_policy": "random"}, ValueError, "drop_policy must be one of 'position', 'score'"),
+    ({"drop_policy": "random"}, ValueError, "drop_policy must be one of 'position', 'priority'"),
 ])
 def test_simulate_routing_bad_input(kwargs, error, words):
     args = {"num_tokens": 64, "num_experts": 8, "top_k": 2, "capacity_factor": 1.0} | kwargs

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from mindspore import Tensor
+from mindspore import Tensor, ops
 
 from moe_lab.checks import check_choice, check_float
 from moe_lab.core.capacity import DROP_POLICIES, expert_capacity, keep_mask
@@ -65,7 +65,8 @@ def capacity_sweep(layer, x: Tensor, factors, drop_policy: str = "position") -> 
     caps, slots, tokens, errors = [], [], [], []
     for cf in factors:
         capacity = expert_capacity(n, e, k, cf)
-        keep = keep_mask(routing.indices, routing.weights, e, capacity, drop_policy)
+        keep = keep_mask(routing.indices, ops.gather_elements(routing.probs, 1, routing.indices), e, capacity,
+                         drop_policy)
         weights = routing.weights * keep.astype(routing.weights.dtype)
         # a buffer of `capacity` rows per expert, as a capacity layer would compile it
         y = capacity_moe(rows, routing.indices, weights, keep, ex.w_gate, ex.w_up, ex.w_down, max(capacity, 1))

@@ -53,7 +53,7 @@ class MoELayer(nn.Cell):
         shared_experts: a ``SharedExperts`` cell to use instead of building one.
         capacity_factor: ``None`` = dropless; otherwise each expert takes at most
             ``ceil(capacity_factor * tokens * top_k / num_experts)`` slots (see ``moe_lab.core.capacity``).
-        drop_policy: which slots win when an expert is full: ``"position"`` or ``"score"``.
+        drop_policy: which slots win when an expert is full: ``"position"`` or ``"priority"``.
         seed: seed of the NumPy generators that draw the initial weights.
     """
 
@@ -177,7 +177,10 @@ class MoELayer(nn.Cell):
         if capacity is None:
             keep = ops.ones(indices.shape, ms.bool_)
         else:
-            keep = keep_mask(indices, weights, self.num_experts, capacity, self.drop_policy)
+            # "priority" ranks tokens by their largest routing probability (V-MoE), not by the combine
+            # weights: renormalised top-1 weights are all 1.0 and would rank nothing
+            keep = keep_mask(indices, ops.gather_elements(probs, 1, indices), self.num_experts, capacity,
+                             self.drop_policy)
             weights = weights * keep.astype(weights.dtype)
         return logits, probs, indices, weights, keep
 

@@ -94,17 +94,20 @@ def route_numpy(x, router_weight, top_k, normalize=True, selection_bias=None, **
     return route_logits_numpy(logits, top_k, norm_topk_prob=normalize, selection_bias=selection_bias, **router)
 
 
-def keep_numpy(indices, weights, num_experts, capacity_factor, drop_policy="position"):
-    """Capacity as a plain queue per expert, written as a loop over slots in priority order."""
+def keep_numpy(indices, scores, num_experts, capacity_factor, drop_policy="position"):
+    """Capacity as a plain queue per expert, written as a loop over slots in priority order.
+
+    ``"position"``: first choices of tokens 0..N-1, then their second choices, ... ``"priority"`` (V-MoE):
+    the same, with the tokens sorted by their largest score ``max_j scores[t, j]`` (a stable sort)."""
     n, k = indices.shape
     keep = np.ones((n, k), bool)
     if capacity_factor is None:
         return keep
     capacity = math.ceil(round(capacity_factor * n * k / num_experts, 9))
-    if drop_policy == "position":
-        order = [(t, j) for j in range(k) for t in range(n)]
-    else:
-        order = sorted(((t, j) for t in range(n) for j in range(k)), key=lambda s: -weights[s])
+    tokens = list(range(n))
+    if drop_policy == "priority":
+        tokens = sorted(tokens, key=lambda t: -max(scores[t]))  # Python's sort is stable
+    order = [(t, j) for j in range(k) for t in tokens]
     used = np.zeros(num_experts, int)
     for t, j in order:
         e = indices[t, j]
@@ -136,7 +139,7 @@ def moe_forward_numpy(x, router_weight, w_gate, w_up, w_down, top_k, normalize=T
     """
     x = np.asarray(x, np.float64)
     probs, indices, weights = route_numpy(x, router_weight, top_k, normalize, selection_bias, **router)
-    keep = keep_numpy(indices, weights, w_up.shape[0], capacity_factor, drop_policy)
+    keep = keep_numpy(indices, np.take_along_axis(probs, indices, -1), w_up.shape[0], capacity_factor, drop_policy)
     out = np.zeros_like(x)
     for t in range(x.shape[0]):
         for j in range(top_k):

@@ -28,7 +28,8 @@ def check_active_params(answer) -> Feedback:
     slip = known_slip(name, answer, near)
     if slip is not None:
         return slip
-    return check_number(name, answer, expected, rel=0, hint="count router + top_k x (3 x hidden_size x intermediate_size).")
+    return check_number(name, answer, expected, rel=0,
+                        hint="count router + top_k x (3 x hidden_size x intermediate_size).")
 
 
 def _reference_top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -70,9 +70,9 @@ def check_keep_mask(answer) -> Feedback:
     if np.array_equal(got, expected):
         return right(name, f"with {ex2_capacity()} slots per expert, all first choices are served before any "
                            "second choice, earlier tokens first (GShard's order).")
-    if np.array_equal(got, keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "score")):
-        return wrong(name, "that is the \"score\" policy (largest weight first); the \"position\" policy serves "
-                           "all first choices, in token order, before any second choice.")
+    if np.array_equal(got, keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "priority")):
+        return wrong(name, "that is the \"priority\" policy (the most confident tokens first); the \"position\" "
+                           "policy serves all first choices, in token order, before any second choice.")
     # token by token: (token 0, slot 0), (token 0, slot 1), (token 1, slot 0), ...
     token_major = np.ones_like(got)
     used = np.zeros(e, int)

@@ -44,24 +44,23 @@ class SimulatedRouting:
         return int((~self.keep).sum())
 
 
-def keep_mask_numpy(indices: np.ndarray, weights: np.ndarray, num_experts: int, capacity: int | None,
+def keep_mask_numpy(indices: np.ndarray, scores: np.ndarray, num_experts: int, capacity: int | None,
                     drop_policy: str = "position") -> np.ndarray:
     """Vectorised twin of ``moe_lab.core.capacity.keep_mask``: True where slot ``(t, j)`` fits in its expert.
 
     Priority: "position" serves all first choices before any second choice, earlier tokens first
-    (GShard); "score" serves larger combine weights first. Each expert keeps its first ``capacity``.
+    (GShard); "priority" does the same with the tokens ranked by their largest score (V-MoE's
+    batch-prioritised routing). Each expert keeps its first ``capacity``.
     """
     check_choice("drop_policy", drop_policy, DROP_POLICIES)
     n, k = indices.shape
     if capacity is None:
         return np.ones((n, k), bool)
-    if drop_policy == "position":
-        priority = np.arange(k)[None, :] * n + np.arange(n)[:, None]
-    else:
-        order = np.argsort(-weights.reshape(-1), kind="stable")
-        priority = np.empty(n * k, np.int64)
-        priority[order] = np.arange(n * k)
-        priority = priority.reshape(n, k)
+    rank = np.arange(n)
+    if drop_policy == "priority":
+        rank = np.empty(n, np.int64)
+        rank[np.argsort(-np.asarray(scores, np.float64).max(1), kind="stable")] = np.arange(n)
+    priority = np.arange(k)[None, :] * n + rank[:, None]
     expert = indices.reshape(-1).astype(np.int64)
     order = np.argsort(expert * (n * k) + priority.reshape(-1), kind="stable")
     counts = np.bincount(expert, minlength=num_experts)
@@ -88,7 +87,7 @@ def route_logits(logits, top_k: int, *, capacity_factor: float | None = None, dr
     capacity = expert_capacity(n, num_experts, top_k, capacity_factor)
     probs, indices, weights = route_logits_numpy(logits, top_k, norm_topk_prob=normalize,
                                                  selection_bias=selection_bias)
-    keep = keep_mask_numpy(indices, weights, num_experts, capacity, drop_policy)
+    keep = keep_mask_numpy(indices, np.take_along_axis(probs, indices, 1), num_experts, capacity, drop_policy)
     return SimulatedRouting(logits, probs, indices, weights * keep, keep, capacity)
 
 
