@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import os
 
-from moe_lab.ascend.host import host_signals
+from moe_lab.ascend.host import HostSignals, host_signals
 
-# On a CPU, MindSpore's WARNING lines would only clutter the stored outputs: quiet them. On an Ascend
-# board keep MindSpore's default level, which prints its CANN version-mismatch warnings (a learner with
-# a mismatched toolkit needs them). Decided from the host's device nodes, before MindSpore is imported.
-if not host_signals().has_device:
+
+def quiet_logs(signals: HostSignals) -> bool:
+    """Whether MindSpore's log level is set to errors only (``GLOG_v=3``) on this host.
+
+    On a CPU, MindSpore's WARNING lines would only clutter the stored outputs: quiet them. On an Ascend board
+    keep MindSpore's default level (``GLOG_v=2``), which prints its CANN version-mismatch warnings: a learner
+    with a mismatched toolkit needs them. Decided from the device nodes, before MindSpore is imported.
+    """
+    return not signals.has_device
+
+
+if quiet_logs(host_signals()):
     os.environ.setdefault("GLOG_v", "3")
 # In PyNative mode MindSpore's host thread busy-waits for each graph it launches; on a 2-core machine that
 # steals the core the kernels need (a small training step: 127 ms with the wait, 33 ms without, the same

@@ -83,6 +83,64 @@ def test_probe_problems_fall_back_to_cpu_or_raise_when_forced(result, words):
         B.detect_backend(env={"MOE_LAB_BACKEND": "ascend"}, signals=BOARD, probe=lambda t: result)
 
 
+@pytest.mark.parametrize("raw, short, tier", [
+    ("Ascend910B", "ascend910", "npu-basic"),      # the old Atlas 800's 910 "B" part, not an A2
+    ("Ascend910ProB", "ascend910", "npu-basic"),
+    ("Ascend910A", "ascend910", "npu-basic"),
+    ("Ascend910B2C", "ascend910b", "fused"),
+    ("Ascend910B4-1", "ascend910b", "fused"),
+    ("Ascend910_9391", "ascend910_93", "fused"),
+    ("Ascend310P1", "ascend310p", "fp16-subset"),
+    ("Ascend310B4", "ascend310b", "npu-basic"),
+    ("ascend910b", "ascend910b", "fused"),         # MindSpore's own short name, what the probe reports
+    ("Ascend950PR_9579", "ascend950pr_9579", "npu-basic"),
+    ("", None, "cpu"),
+])
+def test_soc_names_map_exactly(raw, short, tier):
+    assert B.normalize_soc(raw) == short and B.tier_of_soc(raw) == tier
+
+
+def test_unusable_device_nodes_get_a_hint(tmp_path):
+    for name in ("davinci0", "vdavinci3"):
+        (tmp_path / name).write_text("")
+    signals = B.host_signals(str(tmp_path), env={}, which=lambda _: None, exists=lambda _: False,
+                             access=lambda p: False)
+    assert [p.rsplit("/", 1)[1] for p in signals.device_nodes] == ["davinci0", "vdavinci3"]
+    hint = signals.access_hint()
+    assert "HwHiAiUser" in hint and "davinci_manager" in hint
+    reports = []
+    backend = B.detect_backend(env={}, signals=signals, probe=fake_probe("ascend910b", available=False),
+                               report=reports.append)
+    assert backend.device == "CPU" and "HwHiAiUser" in backend.reason and len(reports) == 1
+    (tmp_path / "davinci_manager").write_text("")
+    fine = B.host_signals(str(tmp_path), env={}, which=lambda _: None, exists=lambda _: False, access=lambda p: True)
+    assert fine.access_hint() == ""
+
+
+def test_device_count_failure_keeps_the_soc(tmp_path, monkeypatch):
+    """The probe counts devices in its own try: a failing count must not throw a known SoC away."""
+    fake = tmp_path / "mindspore"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "__version__ = '2.10.0'\n"
+        "class _Ascend:\n"
+        "    @staticmethod\n    def is_available(): return True\n"
+        "    @staticmethod\n    def device_count(): raise RuntimeError('no driver query')\n"
+        "class device_context:\n    ascend = _Ascend\n")
+    (fake / "_c_expression.py").write_text(
+        "class MSContext:\n    @staticmethod\n    def get_instance(): return MSContext()\n"
+        "    def get_ascend_soc_version(self): return 'ascend910b'\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    result = B.probe_mindspore(timeout=60)
+    assert (result.soc, result.available, result.device_count, result.error) == ("ascend910b", True, None, None)
+
+
+def test_logs_are_quiet_on_a_cpu_and_not_on_a_board():
+    from moe_lab.env import quiet_logs
+
+    assert quiet_logs(NOTHING) and not quiet_logs(BOARD)
+
+
 # ------------------------------------------------------------------------------ the real subprocess probe
 def test_probe_that_hangs_is_cut_at_the_time_limit():
     result = B.probe_mindspore(timeout=0.5, code="import time; time.sleep(60)")
@@ -126,10 +184,32 @@ def test_env_override_valid_spellings_on_a_board(value):
     assert backend.device == "Ascend" and backend.tier == "fused"
 
 
-@pytest.mark.parametrize("value", ["gpu", "npu", "1", "cpu,ascend"])
+@pytest.mark.parametrize("value", ["gpu", "npu", "1", "cpu,ascend", "emulate-910", "emulate"])
 def test_env_override_invalid_values_are_refused(value):
-    with pytest.raises(ValueError, match=r"MOE_LAB_BACKEND must be one of 'auto', 'cpu', 'ascend'"):
+    with pytest.raises(ValueError, match=r"MOE_LAB_BACKEND must be one of 'auto', 'cpu', 'ascend', 'emulate-910b', "
+                                         r"'emulate-910_93', 'emulate-310p', 'emulate-310b'; got"):
         B.detect_backend(env={"MOE_LAB_BACKEND": value}, signals=BOARD, probe=no_probe)
+
+
+@pytest.mark.parametrize("value, soc, tier", [("emulate-910b", "ascend910b", "fused"),
+                                              ("EMULATE-310P", "ascend310p", "fp16-subset"),
+                                              ("emulate-310b", "ascend310b", "npu-basic")])
+def test_emulated_boards_never_probe(value, soc, tier):
+    backend = B.detect_backend(env={"MOE_LAB_BACKEND": value}, signals=BOARD, probe=no_probe)
+    assert backend.emulated and backend.device == "CPU" and (backend.soc, backend.tier) == (soc, tier)
+    assert "emulated board" in backend.describe() and "ops_ref" in backend.reason
+
+
+def test_probe_timeout_from_the_environment():
+    assert B.probe_timeout({}) == 60.0
+    assert B.probe_timeout({"MOE_LAB_PROBE_TIMEOUT": "180"}) == 180.0
+    for bad in ("soon", "0", "-5"):
+        with pytest.raises(ValueError, match="MOE_LAB_PROBE_TIMEOUT must be"):
+            B.probe_timeout({"MOE_LAB_PROBE_TIMEOUT": bad})
+    seen = []
+    B.detect_backend(env={"MOE_LAB_PROBE_TIMEOUT": "7.5"}, signals=BOARD,
+                     probe=lambda t: seen.append(t) or fake_probe("ascend910b")(t))
+    assert seen == [7.5]
 
 
 def test_forced_ascend_without_a_board_fails_at_once():

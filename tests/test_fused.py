@@ -1,30 +1,57 @@
-"""The "fused" dispatch path (moe_lab.fused): on CPU with the reference operators, and on a board."""
+"""The "fused" Ascend path (moe_lab.ascend.fused): the pipeline with reference operators in every dtype, the
+gating kernels (MoeGatingTopKSoftmax, FusedAddTopKDiv) against the routers, emulated boards, and parity on a
+real Atlas board (skipped elsewhere, with the reason)."""
+
+import json
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Tensor
+from mindspore import Tensor, ops
+from mindspore.ops.auto_generate import grouped_matmul_v4
 
-import moe_lab
 from moe_lab.ascend import backend as B
-from moe_lab.ascend.fused import COMPILED_KERNELS, DTYPES, REFERENCE_KERNELS, Kernels, fused_moe
+from moe_lab.ascend import ops_ref
+from moe_lab.ascend.fused import (
+    COMPILED_KERNELS,
+    DTYPES,
+    REFERENCE_KERNELS,
+    Kernels,
+    fused_moe,
+    fused_route,
+    gating_plan,
+    kernels_for,
+    reference_kernels,
+)
 from moe_lab.core.layer import MoELayer
 from moe_lab.core.reference import layer_forward_numpy
+from moe_lab.core.routers import SigmoidRouter, SoftmaxRouter
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+KERNEL_NAMES = ("moe_init_routing_v2", "grouped_matmul_v4", "moe_token_unpermute", "moe_gating_top_k_softmax",
+                "fused_add_topk_div")
 
 
 def run_fused(x, routing, experts, **kwargs):
     """The fused pipeline on a layer's routing report and expert bank."""
     return fused_moe(x, routing.indices, routing.weights, experts.w_gate, experts.w_up, experts.w_down, **kwargs)
 
-moe_lab.setup(seed=0)
 
-
-def _layer_and_rows(activation="swiglu", capacity_factor=None, seed=5, tokens=20):
-    layer = MoELayer(16, 32, 4, 2, activation=activation, capacity_factor=capacity_factor, seed=seed)
+def _layer_and_rows(activation="swiglu", capacity_factor=None, seed=5, tokens=20, **kwargs):
+    layer = MoELayer(16, 32, 4, 2, activation=activation, capacity_factor=capacity_factor, seed=seed, **kwargs)
     x = Tensor(np.random.default_rng(seed).normal(size=(tokens, 16)).astype(np.float32))
     return layer, x
 
 
+def _fixture_layer(name):
+    cfg = json.loads((FIXTURES / name / "config.json").read_text())
+    layer = MoELayer.from_config(cfg).load_checkpoint_weights(np.load(FIXTURES / name / "weights.npz"),
+                                                              prefix=cfg["_fixture"]["prefix"])
+    return layer, Tensor(np.load(FIXTURES / name / "io.npz")["input"])
+
+
+# ------------------------------------------------------------------------------ the pipeline, every dtype
 @pytest.mark.parametrize("activation", ["swiglu", "relu"])
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float16", 5e-3), ("bfloat16", 3e-2)])
 def test_reference_kernels_reproduce_the_layer(activation, dtype, rtol):
@@ -36,6 +63,18 @@ def test_reference_kernels_reproduce_the_layer(activation, dtype, rtol):
     scale = np.abs(expected).max()
     assert np.abs(out.asnumpy() - expected).max() <= rtol * scale
     assert np.abs(out.asnumpy() - numpy_ref).max() <= rtol * scale + 1e-6
+
+
+def test_half_precision_is_rounded_at_every_operator_like_a_board():
+    """An emulated bf16 board rounds each operator's output to bf16 (as the kernels do): the error against
+    float32 is that of bf16 (8 bits of mantissa), not zero, and far above float32's."""
+    layer, x = _layer_and_rows(tokens=64)
+    routing = layer.route(x)
+    exact = run_fused(x, routing, layer.experts, kernels=REFERENCE_KERNELS, compute_dtype="float32").asnumpy()
+    scale = np.abs(exact).max()
+    errors = {d: np.abs(run_fused(x, routing, layer.experts, kernels=reference_kernels("ascend910b"),
+                                  compute_dtype=d).asnumpy() - exact).max() / scale for d in ("bfloat16", "float16")}
+    assert 1e-4 < errors["bfloat16"] < 3e-2 and 1e-5 < errors["float16"] < errors["bfloat16"]
 
 
 def test_reference_kernels_with_capacity_drops():
@@ -69,8 +108,7 @@ def test_pipeline_calls_the_operators_like_mindformers():
             return fn(*args, **kwargs)
         return op
 
-    kernels = Kernels("recorder", *(record(n, getattr(REFERENCE_KERNELS, n)) for n in
-                                    ("moe_init_routing_v2", "grouped_matmul_v4", "moe_token_unpermute")))
+    kernels = Kernels("recorder", *(record(n, getattr(REFERENCE_KERNELS, n)) for n in KERNEL_NAMES))
     layer, x = _layer_and_rows()
     run_fused(x, layer.route(x), layer.experts, kernels=kernels, compute_dtype="float16")
     assert [c[0] for c in calls] == ["moe_init_routing_v2"] + ["grouped_matmul_v4"] * 3 + ["moe_token_unpermute"]
@@ -92,24 +130,116 @@ def test_bad_compute_dtype():
 
 
 def test_compiled_kernels_are_mindspore_functions_not_called_here():
-    from mindspore import ops
-    from mindspore.ops.auto_generate import grouped_matmul_v4
-
-    kernels = COMPILED_KERNELS
-    assert kernels.moe_init_routing_v2 is ops.moe_init_routing_v2
-    assert kernels.grouped_matmul_v4 is grouped_matmul_v4
-    assert kernels.moe_token_unpermute is ops.moe_token_unpermute
+    assert COMPILED_KERNELS.moe_init_routing_v2 is ops.moe_init_routing_v2
+    assert COMPILED_KERNELS.grouped_matmul_v4 is grouped_matmul_v4
+    assert COMPILED_KERNELS.moe_token_unpermute is ops.moe_token_unpermute
 
 
+# ------------------------------------------------------------------------------ gating kernels
+def test_fused_add_topk_div_reference_is_deepseek_v3s_router():
+    """The reference FusedAddTopKDiv with n=2 routes exactly like SigmoidRouter with noaux_tc (the HF fixture
+    layer, groups and bias included)."""
+    layer, x = _fixture_layer("deepseek_v3")
+    r = layer.router
+    logits = (x.asnumpy() @ r.weight.asnumpy()).astype(np.float32)
+    weight, indices = ops_ref.fused_add_topk_div(logits, r.selection_bias.asnumpy(), r.n_group, r.topk_group, 2,
+                                                 r.top_k, 0, True, r.routed_scaling_factor)
+    _, _, ref_indices, ref_weights = r.route_tensors(x)
+    np.testing.assert_array_equal(indices, ref_indices.asnumpy())
+    np.testing.assert_allclose(weight, ref_weights.asnumpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_fused_add_topk_div_limits_and_unscaled_weights():
+    x = np.random.default_rng(0).normal(size=(5, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match="group_num == 8 when there are >= 32 experts"):
+        ops_ref.fused_add_topk_div(x, np.zeros(64, np.float32), 4, 4, 1, 8)
+    with pytest.raises(ValueError, match="add_num must have shape \\(64,\\)"):
+        ops_ref.fused_add_topk_div(x, np.zeros(8, np.float32), 8, 8, 1, 8)
+    w, idx = ops_ref.fused_add_topk_div(x, np.zeros(64, np.float32), 8, 8, 1, 4, 0, False, 2.5)
+    sig = 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(w, np.take_along_axis(sig, idx, 1), rtol=1e-6)  # neither normalised nor scaled
+
+
+@pytest.mark.parametrize("name, kernel", [("mixtral", "MoeGatingTopKSoftmax"), ("qwen2_moe", "MoeGatingTopKSoftmax"),
+                                          ("deepseek_v3", "FusedAddTopKDiv"), ("openpangu", "FusedAddTopKDiv"),
+                                          ("deepseek_v2", None)])
+def test_gating_plan_and_fused_routing_match_the_router(name, kernel):
+    layer, x = _fixture_layer(name)
+    plan = gating_plan(layer.router, "ascend910b")
+    assert plan.kernel == kernel, plan.reason
+    _, probs, indices, weights = fused_route(x, layer.router, plan, reference_kernels("ascend910b"))
+    _, ref_probs, ref_indices, ref_weights = layer.router.route_tensors(x)
+    np.testing.assert_array_equal(np.sort(indices.asnumpy(), 1), np.sort(ref_indices.asnumpy(), 1))
+    order = np.argsort(indices.asnumpy(), 1)
+    ref_order = np.argsort(ref_indices.asnumpy(), 1)
+    np.testing.assert_allclose(np.take_along_axis(weights.asnumpy(), order, 1),
+                               np.take_along_axis(ref_weights.asnumpy(), ref_order, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs.asnumpy(), ref_probs.asnumpy(), atol=1e-7)
+
+
+def test_gating_plan_says_why_not():
+    assert gating_plan(SoftmaxRouter(8, 4, 2), None).kernel is None
+    assert "no MoeGatingTopKSoftmax" in gating_plan(SoftmaxRouter(8, 4, 2), "ascend310p").reason
+    biased = SoftmaxRouter(8, 4, 2)
+    biased.selection_bias.set_data(Tensor(np.array([0.1, 0, 0, 0], np.float32)))
+    assert "selection bias" in gating_plan(biased, "ascend910b").reason
+    assert "unknown on ascend910_93" in gating_plan(SigmoidRouter(8, 16, 2), "ascend910_93").reason
+    unnormalised = SigmoidRouter(8, 16, 2, norm_topk_prob=False, routed_scaling_factor=2.0)
+    assert "scales the weights only when it renormalises" in gating_plan(unnormalised, "ascend910b").reason
+    four_groups_of_16 = SigmoidRouter(8, 64, 4, topk_method="noaux_tc", n_group=4, topk_group=2)
+    assert "outside FusedAddTopKDiv's limits" in gating_plan(four_groups_of_16, "ascend910b").reason
+
+
+# ------------------------------------------------------------------------------ emulated boards
+def test_emulated_board_refuses_an_operator_its_soc_lacks():
+    kernels = reference_kernels("ascend310p")
+    x = Tensor(np.zeros((3, 8), np.float32))
+    with pytest.raises(RuntimeError, match="emulated ascend310p board has no MoeGatingTopKSoftmax kernel"):
+        kernels.moe_gating_top_k_softmax(x, None, 2)
+    with pytest.raises(RuntimeError, match="emulated ascend310b board has no MoeInitRoutingV2 kernel"):
+        reference_kernels("ascend310b").moe_init_routing_v2(x, Tensor(np.zeros((3, 2), np.int32)), 0, 0, 4, 0, 2,
+                                                            False)
+    with pytest.raises(RuntimeError, match="backend is emulate-310b"):
+        kernels_for(B.emulated_backend("emulate-310b", env={}))
+
+
+@pytest.mark.parametrize("board, dispatch, dtype", [("emulate-910b", "fused", "float32"),
+                                                   ("emulate-910_93", "fused", "float32"),
+                                                   ("emulate-310p", "sorted", "float16"),
+                                                   ("emulate-310b", "sorted", None)])
+def test_each_emulated_board(board, dispatch, dtype):
+    backend = B.detect_backend(env={"MOE_LAB_BACKEND": board})
+    assert backend.emulated and backend.device == "CPU" and backend.name == board
+    assert backend.default_dispatch == dispatch and backend.compute_dtype == dtype
+    if backend.can_run_fused:  # the fused pipeline on this board's reference operators, in its dtype
+        layer, x = _layer_and_rows()
+        out = run_fused(x, layer.route(x), layer.experts, backend=backend).asnumpy()
+        ref = layer(x, dispatch="sorted").asnumpy()
+        assert np.abs(out - ref).max() <= (1e-5 if dtype == "float32" else 5e-3) * np.abs(ref).max()
+
+
+def test_bfloat16_option_on_an_emulated_a2_board():
+    backend = B.detect_backend(env={"MOE_LAB_BACKEND": "emulate-910b", "MOE_LAB_FUSED_DTYPE": "bfloat16"})
+    assert backend.compute_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="MOE_LAB_FUSED_DTYPE=bfloat16 is not available on Atlas 300I"):
+        B.detect_backend(env={"MOE_LAB_BACKEND": "emulate-310p", "MOE_LAB_FUSED_DTYPE": "bfloat16"})
+    with pytest.raises(ValueError, match="MOE_LAB_FUSED_DTYPE must be one of 'float32', 'bfloat16', 'float16'"):
+        B.detect_backend(env={"MOE_LAB_BACKEND": "emulate-910b", "MOE_LAB_FUSED_DTYPE": "int4"})
+
+
+# ------------------------------------------------------------------------------ this process's backend
 def test_fused_is_refused_without_the_operators():
     layer, x = _layer_and_rows()
     orange_pi = B.Backend(name="ascend-npu-basic", device="Ascend", soc="ascend310b", tier="npu-basic")
     with pytest.raises(RuntimeError, match="backend is ascend-npu-basic"):
         run_fused(x, layer.route(x), layer.experts, backend=orange_pi)
-    if B.current_backend().can_run_fused:
-        pytest.skip("this machine has the fused operators: the CPU refusal does not apply")
-    with pytest.raises(RuntimeError, match="dispatch='fused' needs the compiled Ascend MoE operators"):
-        layer(x, dispatch="fused")
+    backend = B.current_backend()
+    if backend.can_run_fused:
+        np.testing.assert_allclose(layer(x, dispatch="fused").asnumpy(), layer(x, dispatch="sorted").asnumpy(),
+                                   atol=1e-5 if backend.compute_dtype == "float32" else 5e-2)
+    else:
+        with pytest.raises(RuntimeError, match="dispatch='fused' needs the compiled Ascend MoE operators"):
+            layer(x, dispatch="fused")
 
 
 def test_layer_default_dispatch_follows_the_backend():
@@ -117,16 +247,17 @@ def test_layer_default_dispatch_follows_the_backend():
     assert layer.default_dispatch == B.current_backend().default_dispatch
 
 
-# ------------------------------------------------------------------------------ on a board only
+# ------------------------------------------------------------------------------ on a real board only
 def test_fused_parity_on_an_atlas_board():
     backend = B.current_backend()
-    if not backend.can_run_fused:
-        pytest.skip(f"no Atlas board with the fused MoE operators here ({backend.describe()})")
+    if not backend.can_run_fused or backend.emulated:
+        pytest.skip(f"needs a real Atlas board with the compiled MoE operators; this is {backend.name} "
+                    "(run `MOE_LAB_BACKEND=ascend make test` on an Atlas 800T/800I A2)")
     layer, x = _layer_and_rows(tokens=64)
     reference = layer(x, dispatch="sorted").asnumpy()
     fused = layer(x, dispatch="fused").asnumpy()
-    # half precision inside: identical up to dtype tolerance, not bit for bit
-    assert np.abs(fused - reference).max() <= 3e-2 * np.abs(reference).max()
+    tolerance = {"float32": 1e-5, "float16": 5e-3, "bfloat16": 3e-2}[backend.compute_dtype]
+    assert np.abs(fused - reference).max() <= tolerance * np.abs(reference).max()
     # the permutation itself is exact: compiled MoeInitRoutingV2 vs the NumPy reference
     routing = layer.route(x)
     dtype = DTYPES[backend.compute_dtype]
@@ -134,3 +265,10 @@ def test_fused_parity_on_an_atlas_board():
     ref = REFERENCE_KERNELS.moe_init_routing_v2(x.astype(dtype), routing.indices, 0, 0, 4, 0, 2, False)
     np.testing.assert_array_equal(compiled[1].asnumpy(), ref[1].asnumpy())
     np.testing.assert_array_equal(compiled[2].asnumpy(), ref[2].asnumpy())
+    # the gating kernels against the routers
+    for name in ("mixtral", "deepseek_v3", "openpangu"):
+        fixture, xf = _fixture_layer(name)
+        plan = fixture.gating_plan()
+        _, _, indices, _ = fused_route(xf, fixture.router, plan, COMPILED_KERNELS)
+        np.testing.assert_array_equal(np.sort(indices.asnumpy(), 1),
+                                      np.sort(fixture.router.route_tensors(xf)[2].asnumpy(), 1))

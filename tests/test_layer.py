@@ -3,9 +3,11 @@
 import mindspore as ms
 import numpy as np
 import pytest
+from conftest import path_tolerance
 from mindspore import ops
 
 from moe_lab import Expert, Experts, MoELayer, SoftmaxRouter
+from moe_lab.ascend.backend import current_backend
 from moe_lab.core.reference import layer_forward_numpy, route_numpy
 
 PATHS = ["loop", "dense", "sorted"]
@@ -34,11 +36,14 @@ def test_paths_agree_for_every_top_k(make_x, top_k):
     np.testing.assert_allclose(outs[0], layer_forward_numpy(layer, x), atol=1e-5, rtol=0)
 
 
-def test_default_path_is_sorted(make_x):
+def test_default_path_follows_the_board(make_x):
+    """"sorted" on a CPU (and the 310P/310B boards), "fused" on Atlas A2/A3, real or emulated."""
     layer = MoELayer(8, 12, 4, 2)
     x = make_x(5, 8)
-    assert layer.default_dispatch == "sorted"
-    np.testing.assert_array_equal(layer(x).asnumpy(), layer(x, dispatch="sorted").asnumpy())
+    backend = current_backend()
+    assert layer.default_dispatch == ("fused" if backend.tier == "fused" else "sorted")
+    np.testing.assert_allclose(layer(x).asnumpy(), layer(x, dispatch=layer.default_dispatch).asnumpy(), atol=0)
+    np.testing.assert_allclose(layer(x).asnumpy(), layer_forward_numpy(layer, x), atol=path_tolerance(), rtol=0)
 
 
 def test_route_matches_numpy_and_weights_sum_to_one(make_x):
@@ -70,8 +75,9 @@ def test_token_locality(make_x):
     y0 = layer(ms.Tensor(x)).asnumpy()
     x[1] += 5.0
     y1 = layer(ms.Tensor(x)).asnumpy()
-    np.testing.assert_array_equal(y0[[0, 2]], y1[[0, 2]])
-    assert not np.allclose(y0[1], y1[1])
+    # equal up to float rounding: a grouped matmul may sum a row differently when its block changes size
+    np.testing.assert_allclose(y0[[0, 2]], y1[[0, 2]], atol=1e-6, rtol=0)
+    assert not np.allclose(y0[1], y1[1], atol=1e-2)
 
 
 def test_experts_bank_equals_single_expert(make_x):

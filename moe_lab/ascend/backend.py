@@ -85,7 +85,7 @@ PIPELINE_OPS = ("MoeInitRoutingV2", "GroupedMatmulV4", "MoeTokenUnpermute")
 # SetContextSocVersion). Exact: the old Atlas 800's "Ascend910B" (no digit) is a 910, not a 910B.
 _SOC_PATTERNS = (
     (re.compile(r"ascend910_?93\w*"), "ascend910_93"),
-    (re.compile(r"ascend910b(?:[1-4](?:-\d+)?)?"), None),  # "ascend910b" short, or Ascend910B1..B4
+    (re.compile(r"ascend910b[1-4][a-z0-9]*(?:-\d+)?"), None),  # Ascend910B1..B4, B2C, B4-1
     (re.compile(r"ascend310p\d*"), "ascend310p"),
     (re.compile(r"ascend310b\d*"), "ascend310b"),
     (re.compile(r"ascend910(?:a|b|proa|prob|premiuma)?"), "ascend910"),

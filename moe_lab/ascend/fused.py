@@ -3,6 +3,9 @@
 Introduced in notebook 08. What MindFormers' inference ``MoELayer`` and vllm-mindspore's ``fused_moe``
 run on Atlas boards, after the router has chosen:
 
+    gating                MoeGatingTopKSoftmax (softmax routers) or FusedAddTopKDiv (sigmoid routers with
+                          bias, groups, renormalisation and scaling: DeepSeek-V3, openPangu) where the board
+                          has the kernel and the router fits its limits (``gating_plan``); ordinary ops otherwise
     MoeInitRoutingV2      sort the (token, slot) pairs by expert; expanded_x [N*K, H], counts [E]
     GroupedMatmulV4 x2    gate and up projections, one grouped matmul each (group_list = counts)
     activation            SwiGLU (silu(gate) * up) or ReLU
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, ops
-from mindspore.ops.auto_generate import grouped_matmul_v4
+from mindspore.ops.auto_generate import MoeGatingTopKSoftmax, format_cast, fused_add_topk_div, grouped_matmul_v4
 
 from moe_lab.ascend import ops_ref
 from moe_lab.ascend.backend import Backend, op_support, require_fused
@@ -42,6 +45,8 @@ class Kernels:
     moe_init_routing_v2: Callable
     grouped_matmul_v4: Callable
     moe_token_unpermute: Callable
+    moe_gating_top_k_softmax: Callable
+    fused_add_topk_div: Callable
 
 
 def _as_tensors(value, dtype):
@@ -85,7 +90,9 @@ def reference_kernels(soc: str | None = None) -> Kernels:
     return Kernels(name=f"moe_lab.ascend.ops_ref (NumPy reference, {where})",
                    moe_init_routing_v2=_tensor_op(ops_ref.moe_init_routing_v2, "MoeInitRoutingV2", soc),
                    grouped_matmul_v4=_tensor_op(ops_ref.grouped_matmul, "GroupedMatmulV4", soc),
-                   moe_token_unpermute=_tensor_op(ops_ref.moe_token_unpermute, "MoeTokenUnpermute", soc))
+                   moe_token_unpermute=_tensor_op(ops_ref.moe_token_unpermute, "MoeTokenUnpermute", soc),
+                   moe_gating_top_k_softmax=_tensor_op(ops_ref.moe_gating_top_k_softmax, "MoeGatingTopKSoftmax", soc),
+                   fused_add_topk_div=_tensor_op(ops_ref.fused_add_topk_div, "FusedAddTopKDiv", soc))
 
 
 REFERENCE_KERNELS = reference_kernels()
@@ -94,7 +101,9 @@ REFERENCE_KERNELS = reference_kernels()
 # after require_fused on a real board (a CPU would fail late or get an empty tuple back).
 COMPILED_KERNELS = Kernels(name="mindspore.ops (compiled CANN kernels, Ascend)",
                            moe_init_routing_v2=ops.moe_init_routing_v2, grouped_matmul_v4=grouped_matmul_v4,
-                           moe_token_unpermute=ops.moe_token_unpermute)
+                           moe_token_unpermute=ops.moe_token_unpermute,
+                           moe_gating_top_k_softmax=lambda x, finished, k: MoeGatingTopKSoftmax()(x, finished, k),
+                           fused_add_topk_div=fused_add_topk_div)
 
 
 def kernels_for(backend: Backend) -> Kernels:
@@ -132,6 +141,11 @@ def fused_moe(x: Tensor, indices: Tensor, weights: Tensor, w_gate: Tensor | None
         return kernels.grouped_matmul_v4([rows.astype(dtype)], [weight.astype(dtype)], group_list=group_list,
                                          split_item=3, group_type=0, group_list_type=1)[0]
 
+    if backend is not None and backend.soc == "ascend310p" and not backend.emulated:
+        # the 310P's grouped matmul takes its weights in the FRACTAL_NZ layout only (CANN's aclnn doc; what
+        # vllm-mindspore does); format 29 = FRACTAL_NZ. Not run on a board.
+        w_gate, w_up, w_down = (None if w is None else format_cast(w.astype(dtype), 29)
+                                for w in (w_gate, w_up, w_down))
     up = grouped(expanded_x, w_up)
     if w_gate is not None:
         act = ops.silu(grouped(expanded_x, w_gate).astype(ms.float32)) * up.astype(ms.float32)
@@ -143,3 +157,81 @@ def fused_moe(x: Tensor, indices: Tensor, weights: Tensor, w_gate: Tensor | None
         trace.update(expanded_x=expanded_x, expanded_row_idx=expanded_row_idx, tokens_per_expert=tokens_per_expert,
                      expert_out=y, out=out)
     return out.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------- the router on the board
+
+
+@dataclass(frozen=True)
+class GatingPlan:
+    """Which compiled gating kernel routes a router on a board (``kernel`` None: ordinary ops), and why."""
+
+    kernel: str | None
+    reason: str
+    params: tuple = ()  # FusedAddTopKDiv's (group_num, group_topk, n, is_norm, scale)
+
+
+def gating_plan(router, soc: str | None) -> GatingPlan:
+    """Decide, from the router's settings and the SoC's operator table, which gating kernel fits.
+
+    ``MoeGatingTopKSoftmax`` takes a softmax router without selection bias or groups (its renormalisation and
+    scale are applied after it); ``FusedAddTopKDiv`` a sigmoid router within its limits (it normalises and
+    scales only together, so a router that scales without renormalising cannot use it). Decided before any
+    call, never by trying one.
+    """
+    if soc is None:
+        return GatingPlan(None, "no Ascend SoC: the router runs as ordinary operators")
+    biased = bool(np.any(router.selection_bias.asnumpy() != 0))
+    e, k = router.num_experts, router.top_k
+    if router.scoring_func == "softmax":
+        if op_support(soc, "MoeGatingTopKSoftmax") != "yes":
+            return GatingPlan(None, f"{soc} has no MoeGatingTopKSoftmax kernel")
+        if router.group_limited or biased:
+            return GatingPlan(None, "MoeGatingTopKSoftmax has neither a selection bias nor group-limited selection")
+        return GatingPlan("MoeGatingTopKSoftmax", "softmax top-k in one kernel")
+    if router.scoring_func != "sigmoid":
+        return GatingPlan(None, f"no gating kernel for {router.scoring_func!r} scores")
+    if op_support(soc, "FusedAddTopKDiv") != "yes":
+        return GatingPlan(None, f"FusedAddTopKDiv is {op_support(soc, 'FusedAddTopKDiv')} on {soc}")
+    if not router.norm_topk_prob and router.routed_scaling_factor != 1.0:
+        return GatingPlan(None, "FusedAddTopKDiv scales the weights only when it renormalises them")
+    if router.group_limited:
+        group_num, group_topk = router.n_group, router.topk_group
+        n = 2 if router.topk_method == "noaux_tc" else 1
+    else:  # no group limit: every group is kept (8 groups from 32 experts on, as the kernel requires)
+        group_num = 8 if e >= 32 else 1
+        group_topk, n = group_num, 1
+    if e % group_num or e < group_num * n or e > 32 * group_num or (e >= 32 and group_num != 8):
+        return GatingPlan(None, f"{e} experts in {group_num} groups are outside FusedAddTopKDiv's limits (a multiple "
+                                "of the groups, at most 32 per group, 8 groups from 32 experts on)")
+    if k > e:
+        return GatingPlan(None, "top_k exceeds the experts")
+    scale = router.routed_scaling_factor if router.norm_topk_prob else 1.0
+    return GatingPlan("FusedAddTopKDiv", f"sigmoid, bias, {group_topk} of {group_num} groups (score: top-{n} sum), "
+                                         "top-k, renormalise and scale in one kernel",
+                      (group_num, group_topk, n, router.norm_topk_prob, scale))
+
+
+def fused_route(x: Tensor, router, plan: GatingPlan, kernels: Kernels, trace: dict | None = None):
+    """Route rows ``x`` with the kernel of ``plan``: the router contract ``(logits, probs, indices, weights)``.
+
+    The gate matmul (float32) and the reported ``probs`` are ordinary operators; the choice and the combine
+    weights come from the kernel. ``plan.kernel`` None: the router's own ``route_tensors``.
+    """
+    if plan.kernel is None:
+        return router.route_tensors(x)
+    logits = ops.matmul(x.astype(ms.float32), router.weight.astype(ms.float32))
+    scores = router.score(logits)
+    if plan.kernel == "MoeGatingTopKSoftmax":
+        weights, indices, _ = kernels.moe_gating_top_k_softmax(logits, None, router.top_k)
+        weights = weights.astype(ms.float32)
+        if router.norm_topk_prob:
+            weights = weights / weights.sum(-1, keepdims=True)
+        weights = weights * router.routed_scaling_factor
+    else:
+        group_num, group_topk, n, is_norm, scale = plan.params
+        weights, indices = kernels.fused_add_topk_div(logits, router.selection_bias.astype(ms.float32), group_num,
+                                                      group_topk, n, router.top_k, 0, is_norm, scale)
+    if trace is not None:
+        trace.update(gating_kernel=plan.kernel, gating_indices=indices, gating_weights=weights)
+    return logits, router.balance_probs(scores), indices.astype(ms.int32), weights.astype(ms.float32)

@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 NPU_SMI_PATHS = ("/usr/local/bin/npu-smi", "/usr/local/sbin/npu-smi", "/usr/local/Ascend/npu-smi/npu-smi")
-# the NPU driver creates /dev/davinci<N> (one per NPU) and the control nodes below; a container must be
-# given all of them, and the user needs read/write access (membership of the HwHiAiUser group)
-CONTROL_NODES = ("davinci_manager", "devmm_svm", "hisi_hdc")
+# the NPU driver creates /dev/davinci<N> (one per NPU) and /dev/davinci_manager on every board (servers and
+# cards also /dev/devmm_svm and /dev/hisi_hdc; 310B boards /dev/svm0 instead); a container must be given them,
+# and the user needs read/write access (membership of the HwHiAiUser group)
+CONTROL_NODES = ("davinci_manager",)
 _NODE = re.compile(r"v?davinci\d+")  # vdavinci<N>: a virtual NPU (a slice of one) passed to a container
 
 
@@ -48,7 +49,8 @@ class HostSignals:
                          "(usermod -aG HwHiAiUser $USER, then log in again) or run as the driver's user")
         if self.missing_control:
             hints.append(f"/dev/{', /dev/'.join(self.missing_control)} missing: in a container, pass "
-                         "/dev/davinci_manager, /dev/devmm_svm and /dev/hisi_hdc through with the /dev/davinci* nodes")
+                         "/dev/davinci_manager (and /dev/devmm_svm, /dev/hisi_hdc, or /dev/svm0 on a 310B board) "
+                         "through with the /dev/davinci* nodes")
         return "; ".join(hints)
 
 

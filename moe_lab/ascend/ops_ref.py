@@ -35,6 +35,7 @@ import numpy as np
 from moe_lab.checks import check_choice, check_int
 
 __all__ = [
+    "fused_add_topk_div",
     "grouped_matmul",
     "moe_compute_expert_tokens",
     "moe_finalize_routing",
@@ -114,6 +115,53 @@ def moe_gating_top_k_softmax(x, finished=None, k: int = 1):
     rows = int(np.prod(x.shape[:-1]))
     row_idx = np.arange(rows * k, dtype=np.int32).reshape(k, rows).T.reshape(*x.shape[:-1], k)
     return y, expert_idx, row_idx
+
+
+def fused_add_topk_div(x, add_num, group_num: int, group_topk: int, n: int, k: int, activate_type: int = 0,
+                       is_norm: bool = True, scale: float = 2.5):
+    """``ops.auto_generate.fused_add_topk_div``: DeepSeek-V3's sigmoid router in one kernel (Atlas A2).
+
+    The 2.10 docstring is empty; the semantics are those of the kernel's source (ascend-transformer-boost
+    ``fused_add_topk_div.h``) and its documented limits (ms_custom_ops ``fused_add_topk_div_doc.md``):
+
+    1. ``s = sigmoid(x)`` (``activate_type`` 0, the only one), ``sb = s + add_num`` (the selection bias);
+    2. a group's score is the sum of its ``n`` best ``sb`` (``n=2``: DeepSeek-V3; ``n=1``: the best one);
+       the ``group_topk`` best of the ``group_num`` groups are kept, the others multiplied by 0;
+    3. ``indices``: the top ``k`` of the masked ``sb``, best first;
+    4. ``weight``: gathered from the **unbiased** ``s``; if ``is_norm``, divided by their sum (no epsilon) and
+       multiplied by ``scale``; without ``is_norm`` the weights are neither normalised nor scaled.
+
+    Returns ``(weight [N, k] float32, indices [N, k] int32)``. Limits checked here: ``b`` (experts) divisible by
+    ``group_num``, ``group_topk <= group_num``, ``k <= b``, ``b >= group_num * n``, ``b <= 32 * group_num``, and
+    ``group_num == 8`` when ``b >= 32``.
+    """
+    x = _np("x", x, ndim=(2,))
+    add_num = _np("add_num", add_num, ndim=(1,))
+    b = x.shape[1]
+    group_num = check_int("group_num", group_num, minimum=1)
+    group_topk = check_int("group_topk", group_topk, minimum=1, maximum=group_num)
+    n = check_int("n", n, minimum=1)
+    k = check_int("k", k, minimum=1, maximum=b)
+    check_choice("activate_type", activate_type, (0,))
+    if add_num.shape != (b,):
+        raise ValueError(f"add_num must have shape ({b},) (one bias per expert), got {add_num.shape}")
+    if b % group_num or b < group_num * n or b > 32 * group_num or (b >= 32 and group_num != 8):
+        raise ValueError(f"fused_add_topk_div needs experts ({b}) divisible by group_num ({group_num}), >= group_num*n "
+                         f"({group_num * n}), <= 32*group_num, and group_num == 8 when there are >= 32 experts")
+    xf = x.astype(np.float32)
+    s = 1.0 / (1.0 + np.exp(-xf))
+    sb = s + add_num.astype(np.float32)
+    grouped = sb.reshape(len(sb), group_num, b // group_num)
+    group_score = -np.sort(-grouped, axis=-1)[..., :n].sum(-1)
+    keep = np.argsort(-group_score, axis=-1, kind="stable")[:, :group_topk]
+    mask = np.zeros((len(sb), group_num), np.float32)
+    np.put_along_axis(mask, keep, 1.0, -1)
+    masked = (grouped * mask[..., None]).reshape(len(sb), b)
+    indices = np.argsort(-masked, axis=-1, kind="stable")[:, :k].astype(np.int32)
+    weight = np.take_along_axis(s, indices, -1)
+    if is_norm:
+        weight = weight / weight.sum(-1, keepdims=True) * np.float32(scale)
+    return weight.astype(np.float32), indices
 
 
 # ----------------------------------------------------------------------------------------------- routing

@@ -20,7 +20,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from moe_lab.ascend.backend import current_backend
+from moe_lab.ascend.backend import current_backend, require_fused
+from moe_lab.ascend.fused import GatingPlan, fused_route, gating_plan, kernels_for
 from moe_lab.checks import check_choice, check_float, check_int
 from moe_lab.core import config as moe_config
 from moe_lab.core.capacity import DROP_POLICIES, expert_capacity, keep_mask
@@ -169,10 +170,12 @@ class MoELayer(nn.Cell):
             raise ValueError(f"x's last dimension must be hidden_size={self.hidden_size}, got shape {x.shape}")
         return x.reshape(-1, self.hidden_size)
 
-    def route_tensors(self, rows: Tensor, indices: Tensor | None = None):
+    def route_tensors(self, rows: Tensor, indices: Tensor | None = None, router_out: tuple | None = None):
         """Routing of ``rows [N, hidden_size]`` with capacity applied, as plain tensors
-        ``(logits, probs, indices, weights, keep)``: the one routing implementation, safe to compile."""
-        logits, probs, indices, weights = self.router.route_tensors(rows, indices)
+        ``(logits, probs, indices, weights, keep)``: the one routing implementation, safe to compile.
+        ``router_out`` is the router's result when it was computed elsewhere (the fused path's gating kernel)."""
+        logits, probs, indices, weights = router_out if router_out is not None else self.router.route_tensors(
+            rows, indices)
         capacity = expert_capacity(rows.shape[0], self.num_experts, self.top_k, self.capacity_factor)
         if capacity is None:
             keep = ops.ones(indices.shape, ms.bool_)
@@ -196,13 +199,25 @@ class MoELayer(nn.Cell):
                        ops.zeros((n, k), ms.float32), ops.ones((n, k), ms.bool_),
                        expert_capacity(0, e, k, self.capacity_factor))
 
-    def route(self, x: Tensor) -> Routing:
-        """The routing decision for ``x`` (flattened to ``[tokens, hidden_size]``), capacity applied."""
+    def gating_plan(self) -> GatingPlan:
+        """Which gating kernel the ``"fused"`` path routes with on this board, and why (notebook 08)."""
+        backend = current_backend()
+        return gating_plan(self.router, backend.soc if backend.can_run_fused else None)
+
+    def route(self, x: Tensor, dispatch: str | None = None, trace: dict | None = None) -> Routing:
+        """The routing decision for ``x`` (flattened to ``[tokens, hidden_size]``), capacity applied.
+
+        With ``dispatch="fused"`` the router runs as the board's gating kernel where one fits (``gating_plan``).
+        """
         rows = self._flatten(x)
         if rows.shape[0] == 0:
             return self._empty_routing(rows)
         capacity = expert_capacity(rows.shape[0], self.num_experts, self.top_k, self.capacity_factor)
-        return Routing(*self.route_tensors(rows), capacity=capacity)
+        router_out = None
+        if dispatch == "fused":
+            backend = require_fused(current_backend())
+            router_out = fused_route(rows, self.router, self.gating_plan(), kernels_for(backend), trace)
+        return Routing(*self.route_tensors(rows, router_out=router_out), capacity=capacity)
 
     def forward(self, x: Tensor, dispatch: str | None = None) -> tuple[Tensor, Routing]:
         """Output and the ``Routing`` report together, for eager code (plots, notebook 04's metrics).
@@ -211,7 +226,7 @@ class MoELayer(nn.Cell):
         dispatch = self.default_dispatch if dispatch is None else dispatch
         check_choice("dispatch", dispatch, tuple(DISPATCH))
         rows = self._flatten(x)
-        routing = self.route(x)
+        routing = self.route(x, dispatch)
         if rows.shape[0] == 0:
             return ops.zeros(x.shape, x.dtype), routing
         routed = DISPATCH[dispatch](rows, routing, self.experts)
