@@ -47,5 +47,7 @@ def test_top_k_checker():
 
 
 def test_dense_work_ratio():
-    assert nb01.check_dense_work_ratio(4)
-    assert not nb01.check_dense_work_ratio(2)
+    assert nb01.check_dense_work_ratio(64 / 6) and nb01.check_dense_work_ratio(10.667)
+    assert "other way round" in nb01.check_dense_work_ratio(6 / 64).message
+    assert "more than one expert" in nb01.check_dense_work_ratio(64).message
+    assert "too small" in nb01.check_dense_work_ratio(4).message

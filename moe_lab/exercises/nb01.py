@@ -72,7 +72,18 @@ def check_top_k_weights(fn) -> Feedback:
     return right(name, "indices best first and renormalised weights, for every k.")
 
 
+# Exercise 3: DeepSeekMoE 16B's routed experts (data/models/deepseek-moe-16b/config.json)
+EX3 = {"num_experts": 64, "top_k": 6}
+
+
 def check_dense_work_ratio(answer) -> Feedback:
-    """Exercise 3: how many times more expert FLOPs the "dense" path does than "sorted" (E=8, K=2)."""
-    return check_number("dense work ratio", answer, 8 / 2,
+    """Exercise 3: how many times more routed-expert FLOPs the "dense" path does than "sorted" (E=64, K=6)."""
+    e, k = EX3["num_experts"], EX3["top_k"]
+    slip = known_slip("dense work ratio", answer, {k / e: "that is the fraction the sorted path computes of dense's "
+                                                          "work; the question asks the other way round.",
+                                                   e: "dense runs every expert on a token, but sorted runs more "
+                                                      "than one expert per token too."})
+    if slip is not None:
+        return slip
+    return check_number("dense work ratio", answer, e / k, rel=1e-3,
                         hint="dense runs all num_experts experts per token; sorted runs top_k of them.")
