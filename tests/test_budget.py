@@ -1,4 +1,4 @@
-"""moe_lab.budget: configs read, counts by component, published figures reproduced (notebook 06)."""
+"""moe_lab.budget: configs read, counts by component, published figures reproduced (notebook 07)."""
 
 import dataclasses
 import json
@@ -17,6 +17,7 @@ from moe_lab.budget.spec import (
     MODELS_DIR,
     ConfigFieldError,
     ModelSpec,
+    load_article_claims,
     load_config,
     load_model,
     load_published,
@@ -24,12 +25,13 @@ from moe_lab.budget.spec import (
     spec_from_config,
 )
 
-REQUIRED = ["openpangu-ultra-moe-718b", "deepseek-v3", "deepseek-v2", "mixtral-8x7b", "mixtral-8x22b",
-            "qwen1.5-moe-a2.7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "kimi-k2", "gpt-oss-120b"]
+REQUIRED = ["openpangu-ultra-moe-718b", "deepseek-v3", "deepseek-v2", "deepseek-moe-16b", "mixtral-8x7b",
+            "mixtral-8x22b", "qwen1.5-moe-a2.7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "kimi-k2", "gpt-oss-120b"]
 
 
 def test_required_models_are_shipped_with_published_counts_and_sources():
     ids = model_ids()
+    assert len(ids) == 16
     assert set(REQUIRED) <= set(ids)
     published = load_published()["models"]
     sources = json.loads((MODELS_DIR / "sources.json").read_text())["models"]
@@ -82,6 +84,37 @@ def test_pangu_components_by_hand():
     assert c.components["norms"] == 61 * (4 * h + 1536 + 512) + h
     assert c.total == sum(c.components.values())
     assert c.active_without_embedding == c.active - 153600 * h
+
+
+def test_deepseek_moe_16b_by_hand():
+    spec = load_model("deepseek-moe-16b")
+    h, v = 2048, 102400
+    assert (spec.attention, spec.num_kv_heads, spec.head_dim) == ("gqa", 16, 128)  # standard multi-head attention
+    assert spec.moe_layers == (False,) + (True,) * 27  # first layer dense
+    assert (spec.num_experts, spec.top_k, spec.shared_ffn_size) == (64, 6, 2 * 1408)
+    assert (spec.scoring_func, spec.norm_topk_prob) == ("softmax", False)
+    attention = 4 * h * h
+    expert = 3 * h * 1408
+    moe_fixed = attention + 2 * h + 3 * h * 2 * 1408 + h * 64  # + norms, shared experts, router
+    dense = attention + 2 * h + 3 * h * 10944
+    total = 2 * v * h + h + dense + 27 * (moe_fixed + 64 * expert)
+    active = 2 * v * h + h + dense + 27 * (moe_fixed + 6 * expert)
+    c = count_parameters(spec)
+    assert (c.total, c.active) == (total, active) == (16_375_728_128, 2_828_650_496)
+    r = compare_with_published("deepseek-moe-16b")  # 16.4B / 2.8B, embedding counted
+    assert r["convention"] == "with_embedding" and r["total_error"] < 0.002 and r["active_error"] < 0.011
+
+
+def test_article_claims_have_verdicts_sources_and_shipped_models():
+    claims = load_article_claims()["claims"]
+    ids = {c["id"] for c in claims}
+    assert {"pangu-closed", "deepseek-moe", "forty-a100", "hundred-b-experts"} <= ids
+    for claim in claims:
+        assert claim["quote"] and claim["claim"] and claim["verdict"] and claim["evidence"] and claim["sources"]
+        assert set(claim["models"]) <= set(model_ids()), claim["id"]
+    closed = next(c for c in claims if c["id"] == "pangu-closed")
+    assert closed["verdict"] == "FALSE" and "2505.21411" in closed["evidence"]
+    assert "deepseek-moe-16b" in next(c for c in claims if c["id"] == "deepseek-moe")["models"]
 
 
 def test_mixtral_8x7b_total_and_active_by_hand():
@@ -190,5 +223,11 @@ def test_unknown_model_type_falls_back_on_fields_and_text_config(tmp_path):
     path.write_text(json.dumps(_tiny_deepseek()))
     assert isinstance(load_config(path), ModelSpec) and load_config(path).name == "m"
     path.write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        load_config(path)
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match="config.json is not a UTF-8 text file"):
+        load_config(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json must hold a JSON object"):
         load_config(path)

@@ -1,4 +1,5 @@
-"""Notebook-06 figures are pure functions: checked without a browser."""
+"""Notebook-07 figures are pure functions, and its dashboard steps through every setting: checked without a
+browser (the notebook shows the dashboard; its self-test lives here)."""
 
 import matplotlib
 
@@ -13,7 +14,8 @@ from moe_lab.budget.count import count_parameters  # noqa: E402
 from moe_lab.budget.hardware import load_device  # noqa: E402
 from moe_lab.budget.memory import devices_needed, serving_memory  # noqa: E402
 from moe_lab.budget.spec import load_model  # noqa: E402
-from moe_lab.viz.budget import memory_bar_figure, params_figure  # noqa: E402
+from moe_lab.budget.text import plural  # noqa: E402
+from moe_lab.viz.budget import BudgetDashboard, memory_bar_figure, params_figure  # noqa: E402
 from moe_lab.viz.widgets import WithPngFallback, figure_png  # noqa: E402
 
 
@@ -32,6 +34,36 @@ def test_memory_bar_figure_stacks_three_parts_and_names_the_device_count():
     plt.close(fig)
     with pytest.raises(TypeError, match="ServingBudget"):
         memory_bar_figure({"weights": 1}, dev, 1)
+
+
+def test_one_node_is_singular():
+    budget = serving_memory(load_model("mixtral-8x7b"), "bf16", 4096, 1)
+    dev = load_device("h100-sxm")
+    fig = memory_bar_figure(budget, dev, devices_needed(budget.total, dev))
+    assert fig.axes[0].get_title().endswith("= 1 node")
+    plt.close(fig)
+    assert plural(2, "node") == "2 nodes"
+
+
+def test_dashboard_steps_through_every_value_of_every_control():
+    dash = BudgetDashboard(quiet=True)
+    sizes = {name: len(dash.control_values(name)) for name in dash.controls}
+    assert sizes["context"] == 8 and sizes["batch"] == 7 and sizes["model"] == 16
+    redraws = dash.step_through()
+    assert redraws >= sum(sizes.values())  # every value drawn at least once, none raised
+    assert dash.values() == {"model": "openpangu-ultra-moe-718b", "dtype": "bf16", "context": 32768, "batch": 8,
+                             "device": "atlas-800i-a2"}
+    plt.close("all")
+
+
+def test_dashboard_explains_a_context_the_model_cannot_read():
+    dash = BudgetDashboard(quiet=True)
+    fig = dash.figure(model="deepseek-moe-16b", dtype="bf16", context=32768, batch=1, device="atlas-800i-a2")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any("at most 4,096 tokens" in t for t in texts) and not fig.axes[0].patches
+    plt.close(fig)
+    bundle = dash._repr_mimebundle_()
+    assert "image/png" in bundle and "application/vnd.jupyter.widget-view+json" in bundle
 
 
 def test_memory_bar_without_node_size():

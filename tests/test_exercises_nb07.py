@@ -1,4 +1,4 @@
-"""Notebook-06 exercise checkers: right answers pass, typical mistakes get a specific hint."""
+"""Notebook-07 exercise checkers: right answers pass, typical mistakes get a specific hint."""
 
 import pytest
 
@@ -9,10 +9,13 @@ def test_right_answers():
     assert nb07.check_expert_params(3 * 7680 * 2048)
     assert nb07.check_kv_bytes_per_token((512 + 64) * 61 * 2)
     assert nb07.check_min_npus(25)
+    assert nb07.check_scout_kv_bytes(12 * 4096 * 131072 + 36 * 4096 * 8192)
     assert nb07.expert_answer() == 47_185_920 and nb07.kv_answer() == 70_272 and nb07.npu_answer() == 25
+    assert nb07.scout_kv_answer() == 7_650_410_496
 
 
-@pytest.mark.parametrize("check", [nb07.check_expert_params, nb07.check_kv_bytes_per_token, nb07.check_min_npus])
+@pytest.mark.parametrize("check", [nb07.check_expert_params, nb07.check_kv_bytes_per_token, nb07.check_min_npus,
+                                   nb07.check_scout_kv_bytes])
 def test_placeholders_and_wrong_types(check):
     for placeholder in (None, ...):
         fb = check(placeholder)
@@ -36,8 +39,20 @@ def test_placeholders_and_wrong_types(check):
     (nb07.check_min_npus, 26, "MTP"),
     (nb07.check_min_npus, 50, "2 bytes"),
     (nb07.check_min_npus, 40, "too large"),
+    (nb07.check_scout_kv_bytes, 48 * 4096 * 131072, "every layer"),
+    (nb07.check_scout_kv_bytes, 48 * 4096 * 8192, "every 4th layer"),
+    (nb07.check_scout_kv_bytes, 36 * 4096 * 131072 + 12 * 4096 * 8192, "other way round"),
+    (nb07.check_scout_kv_bytes, 7_650_410_496 // 2, "a key AND a value"),
+    (nb07.check_scout_kv_bytes, 7_650_410_496 * 5, "query heads"),
+    (nb07.check_scout_kv_bytes, 1000, "too small"),
 ])
 def test_typical_mistakes_get_a_hint(check, answer, hint):
     fb = check(answer)
     assert not fb.correct
     assert hint in fb.message
+
+
+def test_feedback_writes_integers_in_full():
+    for fb in (nb07.check_scout_kv_bytes(7_650_410_496), nb07.check_scout_kv_bytes(25_769_803_776),
+               nb07.check_expert_params(10)):
+        assert "e+" not in fb.message

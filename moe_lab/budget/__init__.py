@@ -4,8 +4,24 @@ memory, hardware, a MindSpore cross-check and ``python -m moe_lab budget``.
 The names notebooks use are importable from here: ``from moe_lab.budget import load_model, count_parameters``.
 """
 
-from moe_lab.budget.count import ParamBreakdown, compare_with_published, count_parameters
-from moe_lab.budget.spec import ModelSpec, load_config, load_model, load_published, model_ids, spec_from_config
+from moe_lab.budget.count import (
+    ParamBreakdown,
+    attention_params,
+    compare_with_published,
+    count_parameters,
+    expert_params,
+)
+from moe_lab.budget.spec import (
+    MODELS_DIR,
+    ModelSpec,
+    load_article_claims,
+    load_config,
+    load_model,
+    load_published,
+    model_ids,
+    spec_from_config,
+)
 
-__all__ = ["ModelSpec", "ParamBreakdown", "compare_with_published", "count_parameters", "load_config", "load_model",
-           "load_published", "model_ids", "spec_from_config"]
+__all__ = ["MODELS_DIR", "ModelSpec", "ParamBreakdown", "attention_params", "compare_with_published",
+           "count_parameters", "expert_params", "load_article_claims", "load_config", "load_model", "load_published",
+           "model_ids", "spec_from_config"]

@@ -7,7 +7,8 @@ Introduced in notebook 07 ("The 718B memory budget"). Three steps, each a small 
     count.total, count.active, count.components       # integers
 
 ``ModelSpec`` is one description for every family the course meets: DeepSeek-V2/V3, Kimi K2 and
-openPangu-Ultra-MoE (multi-head latent attention, shared experts, leading dense layers, MTP), Mixtral,
+openPangu-Ultra-MoE (multi-head latent attention, shared experts, leading dense layers, MTP), DeepSeekMoE
+16B (the same MoE layout with standard multi-head attention), Mixtral,
 Qwen2-MoE (shared expert with a gate), Qwen3-MoE, gpt-oss (biases, attention sinks, MXFP4 experts) and
 Llama 4 (``text_config``, MoE layers interleaved with dense ones).
 
@@ -22,8 +23,9 @@ Counting conventions (they matter: published figures differ by up to 3 % because
 * ``active`` = what one token's forward pass reads: ``total`` minus the ``E - k`` routed experts it skips
   in every MoE layer. The embedding and head tables are counted in full (DeepSeek's README_WEIGHTS does
   this). ``active_without_embedding`` drops the input embedding (a token reads one row of it): gpt-oss,
-  Kimi K2 and openPangu's published active counts match this one. ``published.json`` records which
-  convention reproduces each owner's figure.
+  Kimi K2 and openPangu's published active counts match this one (for openPangu this is inferred from the
+  numbers; Huawei does not state its convention). ``published.json`` records which convention reproduces
+  each owner's figure.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ MODELS_DIR = DATA_DIR / "models"
 CONVENTIONS = ("with_embedding", "without_input_embedding")
 COMPONENTS = ("embedding", "attention", "dense_ffn", "routed_experts", "shared_experts", "router", "norms",
               "head")
-__all__ = ["FAMILIES", "ConfigFieldError", "ModelSpec", "load_config", "load_model", "model_ids", "spec_from_config"]
+__all__ = ["FAMILIES", "ConfigFieldError", "ModelSpec", "load_article_claims", "load_config", "load_model",
+           "load_published", "model_ids", "spec_from_config"]
 
 
 @dataclass(frozen=True)
@@ -349,7 +352,11 @@ def load_config(path: str | Path, name: str | None = None) -> ModelSpec:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path.name} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        raise ValueError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a UTF-8 text file (byte {exc.start}): expected a config.json") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object (a config.json), got a JSON {type(config).__name__}")
     return spec_from_config(config, name or path.parent.name)
 
 
@@ -369,3 +376,9 @@ def load_model(model_id: str) -> ModelSpec:
 def load_published() -> dict:
     """``data/models/published.json``: owners' total/active counts with sources and conventions."""
     return json.loads((MODELS_DIR / "published.json").read_text(encoding="utf-8"))
+
+
+def load_article_claims() -> dict:
+    """``data/models/article_claims.json``: the article's claims, verdicts and evidence (notebook 07's
+    fact-check computes the numbers)."""
+    return json.loads((MODELS_DIR / "article_claims.json").read_text(encoding="utf-8"))

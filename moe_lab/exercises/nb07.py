@@ -1,7 +1,8 @@
 """Exercise checkers of notebook 07 (the 718B memory budget). Each returns a ``Feedback``.
 
 Introduced in notebook 07 (section "Exercises"). Expected values are computed from the shipped
-openPangu-Ultra-MoE-718B config with ``moe_lab.budget``; typical wrong answers get a specific hint.
+openPangu-Ultra-MoE-718B and Llama 4 Scout configs with ``moe_lab.budget``; typical wrong answers get a
+specific hint.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import numpy as np
 
 from moe_lab.budget.count import count_parameters, expert_params
 from moe_lab.budget.hardware import load_device
-from moe_lab.budget.memory import kv_bytes_per_token, weight_bytes
+from moe_lab.budget.memory import kv_bytes_per_token, kv_cache_bytes, kv_values_per_token_per_layer, weight_bytes
 from moe_lab.budget.spec import load_model
 from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
 
 MODEL = "openpangu-ultra-moe-718b"
+SCOUT = "llama-4-scout"
+SCOUT_CONTEXT = 131072
 
 
 def _as_number(exercise: str, answer) -> tuple[float | None, Feedback | None]:
@@ -105,12 +108,45 @@ def check_min_npus(answer) -> Feedback:
     hints = {
         npu_answer(0.0): "you used all 64 GB of every NPU; keep 10 % free for the runtime.",
         math.floor(2 * count.total / usable): "round up: a fraction of an NPU is a whole NPU.",
-        math.ceil(2 * (count.total + count.mtp_total) / usable): "the MTP module is optional at serving time "
-                                                                 "(speculative decoding); leave it out here.",
+        math.ceil(2 * (count.total + count.mtp_total) / usable): "count the main model's weights alone: the MTP "
+                                                                 "module is optional at serving time (speculative "
+                                                                 "decoding), and no KV cache is asked for here.",
         math.ceil(4 * count.total / usable): "bf16 takes 2 bytes per parameter, not 4.",
     }
     fb = _graded("NPUs for the weights", answer, expected, hints)
     if fb.correct:
         return right("NPUs for the weights", f"{expected} NPUs: {weight_bytes(spec, 'bf16') / 1e9:,.0f} GB of "
                                              "weights; Huawei's reference run uses 32 (4 servers x 8).")
+    return fb
+
+
+def scout_kv_answer() -> int:
+    """KV-cache bytes of ONE Llama 4 Scout sequence of 131,072 tokens in bf16 (chunked layers keep 8192)."""
+    return int(kv_cache_bytes(load_model(SCOUT), SCOUT_CONTEXT, 1, "bf16"))
+
+
+def check_scout_kv_bytes(answer) -> Feedback:
+    """Exercise 4: bytes of KV cache of one Llama 4 Scout sequence of 131,072 tokens in bf16."""
+    spec = load_model(SCOUT)
+    per_layer = kv_values_per_token_per_layer(spec) * 2  # bytes per token and layer
+    layers, chunk, context = spec.num_layers, spec.attention_chunk, SCOUT_CONTEXT
+    chunked = sum(spec.chunked_layers)
+    full = layers - chunked
+    expected = scout_kv_answer()
+    hints = {
+        layers * per_layer * context: f"that caches all {context:,} tokens in every layer; the {chunked} chunked "
+                                      f"layers attend within chunks of {chunk:,} tokens, so they keep at most "
+                                      f"{chunk:,}.",
+        layers * per_layer * chunk: "that treats every layer as chunked; every 4th layer (3, 7, ...) is global and "
+                                    "keeps the whole context.",
+        chunked * per_layer * context + full * per_layer * chunk: f"the split is the other way round: {chunked} layers "
+                                                                 f"are chunked and {full} global.",
+        expected // 2: "a layer caches a key AND a value per key/value head, each value 2 bytes in bf16.",
+        expected * spec.num_heads // spec.num_kv_heads: f"the cache holds the {spec.num_kv_heads} key/value heads "
+                                                        f"(num_key_value_heads), not the {spec.num_heads} query heads.",
+    }
+    fb = _graded("Scout KV bytes", answer, expected, hints)
+    if fb.correct:
+        return right("Scout KV bytes", f"{expected:,} B = {full} global layers x {context:,} tokens + {chunked} "
+                                       f"chunked layers x {chunk:,} tokens, {per_layer:,} B per token and layer.")
     return fb

@@ -1,19 +1,25 @@
-"""Figures of notebook 07 as pure functions (data -> matplotlib Figure), plus the PNG-fallback wrapper.
+"""Figures of notebook 07 as pure functions (data -> matplotlib Figure), and its budget dashboard.
 
 Introduced in notebook 07. ``memory_bar_figure`` draws the stacked memory bar of one serving budget with
 the capacity of whole servers marked; ``params_figure`` compares total and active parameters of several
-models with the owners' published figures. Neither needs a browser, so tests call them directly.
+models with the owners' published figures; ``BudgetDashboard`` wires a model, a weight format, a context,
+a batch and a device to ``memory_bar_figure`` (the widget pattern of ``moe_lab.viz.widgets``). None needs a
+browser, so tests call them directly.
 """
 
 from __future__ import annotations
 
 import math
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from moe_lab.budget.hardware import Device
-from moe_lab.budget.memory import GB, ServingBudget
+from moe_lab.budget.hardware import Device, device_names, load_device
+from moe_lab.budget.memory import DTYPES, GB, ServingBudget, devices_needed, serving_memory
+from moe_lab.budget.spec import load_model, model_ids
+from moe_lab.budget.text import plural
+from moe_lab.viz.widgets import Dashboard
 
 PART_COLORS = {"weights": "#4C72B0", "kv_cache": "#DD8452", "workspace": "#55A868"}
 PART_LABELS = {"weights": "weights", "kv_cache": "KV cache", "workspace": "workspace"}
@@ -33,7 +39,7 @@ def memory_bar_figure(budget: ServingBudget, device: Device, devices: int, reser
         left += value
     capacity = devices * usable
     ax.axvline(capacity, color="black", lw=1.5, zorder=3,
-               label=f"{devices} x {device.name} usable = {capacity:,.0f} GB")
+               label=f"{devices:,} x {device.name} usable = {capacity:,.0f} GB")
     per_node = device.devices_per_node
     right = capacity
     if per_node:
@@ -46,11 +52,19 @@ def memory_bar_figure(budget: ServingBudget, device: Device, devices: int, reser
     ax.set_xlim(0, max(total, right) * 1.05)
     ax.set_yticks([])
     ax.set_xlabel("GB (1e9 bytes)")
-    node_txt = f" = {math.ceil(devices / per_node)} nodes" if per_node else ""
-    ax.set_title(f"{budget.name}, {budget.dtype}, context {budget.context:,} x batch {budget.batch}: "
-                 f"{total:,.0f} GB -> {devices} x {device.name}{node_txt}", fontsize=9)
+    node_txt = f" = {plural(math.ceil(devices / per_node), 'node')}" if per_node else ""
+    ax.set_title(f"{budget.name}, {budget.dtype}, context {budget.context:,} x batch {budget.batch:,}: "
+                 f"{total:,.0f} GB -> {devices:,} x {device.name}{node_txt}", fontsize=9)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=2, fontsize=8, frameon=False)
     fig.subplots_adjust(left=0.03, right=0.97, top=0.88, bottom=0.5)
+    return fig
+
+
+def message_figure(text: str) -> Figure:
+    """A figure of the same size as ``memory_bar_figure`` that says why there is no bar."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, wrap=True)
     return fig
 
 
@@ -81,3 +95,41 @@ def params_figure(rows: list[dict]) -> Figure:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+class BudgetDashboard(Dashboard):
+    """Model, weight format, context, batch and device -> the memory bar of ``memory_bar_figure``.
+
+    ``display(BudgetDashboard())`` shows it; ``figure(**values)`` is the picture for any setting. A context
+    longer than the model reads (``max_position_embeddings``) draws a message instead of a bar.
+    """
+
+    CONTEXTS = tuple(2**i for i in range(10, 18))
+    BATCHES = (1, 2, 4, 8, 16, 32, 64)
+    min_height = "300px"
+    css_class = "moe-budget-dashboard"
+
+    def __init__(self, model: str = "openpangu-ultra-moe-718b", context: int = 32768, batch: int = 8,
+                 device: str = "atlas-800i-a2", quiet: bool = False):
+        self.controls = {
+            "model": widgets.Dropdown(options=model_ids(), value=model, description="model"),
+            "dtype": widgets.Dropdown(options=list(DTYPES), value="bf16", description="dtype"),
+            "context": widgets.SelectionSlider(options=self.CONTEXTS, value=context, description="context",
+                                               continuous_update=False),
+            "batch": widgets.SelectionSlider(options=self.BATCHES, value=batch, description="batch",
+                                             continuous_update=False),
+            "device": widgets.Dropdown(options=device_names(), value=device, description="device"),
+        }
+        c = self.controls
+        self._setup(widgets.VBox([widgets.HBox([c["model"], c["dtype"], c["device"]]),
+                                  widgets.HBox([c["context"], c["batch"]])]), quiet)
+
+    def figure(self, model, dtype, context, batch, device):
+        spec = load_model(model)
+        limit = spec.max_position_embeddings
+        if limit and context > limit:
+            return message_figure(f"{model} reads at most {limit:,} tokens (max_position_embeddings):\n"
+                                  f"pick a context of at most {limit:,}")
+        dev = load_device(device)
+        budget = serving_memory(spec, dtype, context, batch)
+        return memory_bar_figure(budget, dev, devices_needed(budget.total, dev))
