@@ -6,7 +6,7 @@
     python -m benchmarks.moe_bench --out DIR  # write somewhere else
     python -m benchmarks.moe_bench --replot   # RESULTS.md and plots again from results.json (no measuring)
 
-What is measured (notebook 02 reads the results; the README quotes them):
+What is measured (notebook 03 reads the results; the README quotes them):
 
 * MoE forward and forward+backward at 4096 tokens, hidden 512, ffn 2048, 8 experts, top-2, fp32, CPU:
   every dispatch path in PyNative and, where it compiles, under ``mindspore.jit``; the per-token loop at

@@ -7,11 +7,13 @@ reference), ``moe_lab.balance``, ``moe_lab.lm``, ``moe_lab.viz``, ``moe_lab.para
 ``moe_lab.ascend``.
 """
 
+from moe_lab.env import setup  # first: decides MindSpore's log level before MindSpore is imported
+
+# isort: split
 from moe_lab.core.experts import Expert, Experts, SharedExperts
 from moe_lab.core.layer import MoELayer
 from moe_lab.core.params import ParamCount, count_params, moe_layer_params
 from moe_lab.core.routers import Router, Routing, SigmoidRouter, SoftmaxRouter
-from moe_lab.env import setup  # first: decides MindSpore's log level before MindSpore is imported
 
 __version__ = "0.2.0"
 

@@ -6,6 +6,7 @@ functions, so the notebook never runs the benchmark itself.
 
     results = load_results()                 # benchmarks/results.json of this repository
     rows = results_table(results)            # one dict per (path, mode): medians, ratios, tokens/s, memory
+    lines = summary_lines(results)           # the few numbers notebook 03 discusses, as plain sentences
     fig = plot_paths(results)                # forward and forward+backward time of every path
     fig = plot_scaling_tokens(results)       # time vs tokens
     fig = plot_scaling_experts(results)      # time vs experts at equal active FLOPs
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 RESULTS_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "results.json"
 PASSES = ("forward", "forward+backward")
@@ -134,6 +135,55 @@ def results_table(results: dict) -> list[dict]:
                 row["peak_rss_mb"] = c.get("peak_rss_mb")
                 row["extra_rss_mb"] = c["peak_rss_mb"] - c["rss_before_mb"]
     return list(rows.values())
+
+
+def _case(results: dict, path: str, mode: str, passname: str = "forward") -> dict | None:
+    """The measured case of ``path`` / ``mode`` / pass at the main size, or None."""
+    return next((c for c in results["cases"] if c["path"] == path and c["mode"] == mode and c["pass"] == passname
+                 and c["tokens"] == results["config"]["tokens"] and _median(c) is not None), None)
+
+
+def _fastest_label(results: dict, fastest: str) -> str:
+    """``"capacity jit"`` (how ``speed_target`` names a case) -> ``"capacity (cf 1.25), jit"``."""
+    path, mode = fastest.split(" ", 1)
+    return f"{path_label(results, path)}, {MODES.get(mode, mode)}"
+
+
+def summary_lines(results: dict) -> list[str]:
+    """The few numbers a reader of notebook 03 needs, as plain sentences (no methodology).
+
+    The layer and machine; per pass, the fastest MoE path against the dense FFN of equal FLOPs (and,
+    forward, the experts' matmuls alone); the all-experts path; the per-token loop; the padding of the
+    dropless buffer. Lines whose data the results lack are left out. Introduced in notebook 03.
+    """
+    cfg, mach = results["config"], results["machine"]
+    target = results.get("speed_target", {})
+    lines = [f"layer: {cfg['tokens']} tokens, hidden_size {cfg['hidden']}, intermediate_size {cfg['ffn']}, "
+             f"{cfg['experts']} experts, top-{cfg['top_k']}, float32; {mach['cpu']}, {mach['cores']} cores, "
+             f"MindSpore {mach['mindspore']}"]
+    for p in PASSES:
+        t = target.get(p)
+        if not t:
+            continue
+        line = f"{p + ':':17} fastest MoE path {_fastest_label(results, t['fastest'])}: {t['ratio']:.2f}x the dense FFN"
+        if p == "forward" and t.get("floor_ratio") is not None:
+            line += f"; the experts' matmuls alone: {t['floor_ratio']:.2f}x"
+        lines.append(line)
+    dense = _case(results, "dense", "jit")
+    if dense is not None and case_ratio(results, dense) is not None:
+        lines.append(f"{path_label(results, 'dense')}, jit: {case_ratio(results, dense):.2f}x the dense FFN, forward; "
+                     f"it computes {cfg['experts'] / cfg['top_k']:g}x the FLOPs")
+    loop = target.get("loop")
+    if loop:
+        lines.append(f"loop at {loop['tokens']} tokens: {loop['loop_s']:.1f} s, {loop['speedup']:.0f}x the time of "
+                     f"{_fastest_label(results, loop['fastest'])} ({loop['fastest_s'] * 1e3:.1f} ms)")
+    dropless = _case(results, "dropless", "jit")
+    if dropless is not None and dropless.get("capacity") and dropless.get("max_load"):
+        mean = cfg["tokens"] * cfg["top_k"] / cfg["experts"]
+        padding = 100 * (cfg["experts"] * dropless["capacity"] / (cfg["tokens"] * cfg["top_k"]) - 1)
+        lines.append(f"dropless buffer: busiest expert {dropless['max_load']} slots (mean {mean:g}), rounded up to "
+                     f"C = {dropless['capacity']} rows per expert: {padding:.1f}% of the rows are padding")
+    return lines
 
 
 def _fmt(v, spec: str) -> str:
@@ -295,16 +345,30 @@ def plot_paths(results: dict):
         ax.barh(np.arange(len(rows)), ratios - 1.0, left=1.0, color=colors)
         ax.set_yticks(np.arange(len(rows)), [r[0] for r in rows], fontsize=8)
         ax.set_xscale("log")
-        ax.axvline(1.0, color="k", ls="--", lw=1, label="faster dense FFN, jit")
-        if len(rows):
-            ax.set_xlim(min(0.5, ratios.min() / 1.2), max(2.0, ratios.max() * 1.2))
+        ax.axvline(1.0, color="k", ls="--", lw=1)
+        # always 0.5..2 at least, so that the axis shows both sides of the dense FFN
+        lo = min(0.5, ratios.min() / 1.2) if len(rows) else 0.5
+        hi = max(2.0, ratios.max() * 1.2) if len(rows) else 2.0
+        ax.set_xlim(lo, hi)
+        ax.xaxis.set_major_locator(FixedLocator(ratio_ticks(lo, hi)))
         ax.xaxis.set_major_formatter(_ratio_formatter())
         ax.xaxis.set_minor_formatter(_no_labels())
-        ax.set_xlabel("time / dense FFN with the same FLOPs (log)")
+        ax.set_xlabel("time / dense FFN with the same FLOPs (log; dashed line: 1x)")
         ax.set_title(f"{p}, {main_tokens} tokens")
-        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def ratio_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values 1-2-5 per decade (0.5, 1, 2, 5, 10, ...) inside ``[lo, hi]``, for a log ratio axis.
+
+    A log axis from 0.5 to 9 gets a single labelled major tick (1) from matplotlib's default locator;
+    these give every axis that spans at least 0.5..2 three or more labels. Introduced in notebook 03."""
+    if not 0 < lo < hi:
+        raise ValueError(f"need 0 < lo < hi, got lo={lo}, hi={hi}")
+    first, last = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    ticks = [m * 10.0 ** p for p in range(first, last + 1) for m in (1, 2, 5)]
+    return [round(t, 12) for t in ticks if lo <= t <= hi]
 
 
 def _ratio_formatter():

@@ -226,6 +226,39 @@ def test_results_markdown(synthetic):
     assert "BatchMatMul 100.0" in md
 
 
+def test_summary_lines(synthetic):
+    """What notebook 03 prints: the numbers it discusses, in a learner's words (no benchmark jargon)."""
+    dropless = next(c for c in synthetic["cases"] if c["path"] == "dropless" and c["pass"] == "forward")
+    dropless.update(capacity=1088, max_load=1058)
+    synthetic["cases"].append(case("dense", "jit", "forward", 4096, 0.45))
+    lines = bench_report.summary_lines(synthetic)
+    assert lines[0].startswith("layer: 4096 tokens, hidden_size 512, intermediate_size 2048, 8 experts, top-2")
+    assert "Test CPU, 2 cores" in lines[0]
+    assert lines[1] == ("forward:          fastest MoE path capacity (dropless, padded), jit: 1.20x the dense FFN; "
+                        "the experts' matmuls alone: 1.05x")
+    assert lines[2].startswith("forward+backward: fastest MoE path capacity (dropless, padded), jit: 0.86x")
+    assert lines[3] == "dense (all experts), jit: 4.50x the dense FFN, forward; it computes 4x the FLOPs"
+    assert lines[4] == ("loop at 1024 tokens: 30.0 s, 1000x the time of capacity (dropless, padded), jit "
+                        "(30.0 ms)")  # the dropless path at 1024 tokens: 1024 / 4096 * 120 ms
+    assert lines[5] == ("dropless buffer: busiest expert 1058 slots (mean 1024), rounded up to C = 1088 rows per "
+                        "expert: 6.2% of the rows are padding")
+    text = "\n".join(lines).lower()
+    for word in ("target", "research", "course", "issue"):
+        assert word not in text
+    # a results file without the optional parts still gives the layer line, and no error
+    bare = dict(synthetic, cases=[], speed_target={})
+    assert bench_report.summary_lines(bare) == lines[:1]
+
+
+def test_ratio_ticks():
+    assert bench_report.ratio_ticks(0.5, 8.8) == [0.5, 1.0, 2.0, 5.0]
+    assert bench_report.ratio_ticks(0.5, 2.0) == [0.5, 1.0, 2.0]  # the narrowest axis plot_paths draws
+    assert bench_report.ratio_ticks(0.05, 300) == [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200]
+    for lo, hi in ((0.0, 2.0), (2.0, 1.0), (-1.0, 1.0)):
+        with pytest.raises(ValueError, match="0 < lo < hi"):
+            bench_report.ratio_ticks(lo, hi)
+
+
 def test_load_results_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="make bench"):
         bench_report.load_results(tmp_path / "missing.json")
@@ -249,6 +282,12 @@ def test_plots(synthetic):
     widths = sorted(p.get_width() for p in fwd.patches)
     assert widths[-1] == pytest.approx(0.50 / 0.10 - 1) and pytest.approx(0.0) in widths
     assert fwd.get_xscale() == "log"
+    for ax in (fwd, bwd):  # a log axis with several labelled ticks, not a lone "1x"
+        fig.canvas.draw()
+        lo, hi = ax.get_xlim()
+        labels = [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi and t.get_text()]
+        assert len(labels) >= 3 and "1x" in labels, labels
+        assert ax.get_legend() is None  # nothing drawn over the bars; the x label says what 1x is
     plt.close(fig)
     fig = bench_report.plot_scaling_tokens(synthetic)
     (ax,) = fig.axes

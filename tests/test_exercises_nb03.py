@@ -11,7 +11,8 @@ from moe_lab.exercises import nb03
 
 
 def test_placeholders_are_unanswered():
-    for check in (nb03.check_capacity, nb03.check_keep_mask, nb03.check_padded_capacity, nb03.check_buffer_rows):
+    for check in (nb03.check_capacity, nb03.check_keep_mask, nb03.check_padded_capacity, nb03.check_buffer_rows,
+                  nb03.check_priority_keep_mask):
         for placeholder in (None, ...):
             fb = check(placeholder)
             assert not fb and "no answer yet" in fb.message
@@ -43,6 +44,26 @@ def test_keep_mask():
              ("yes", "expected"))
     for answer, hint in cases:
         fb = nb03.check_keep_mask(answer)
+        assert not fb
+        assert hint in fb.message, (answer, fb.message)
+
+
+def test_priority_keep_mask():
+    good = keep_numpy(nb03.EX2_INDICES, nb03.EX2_WEIGHTS, 3, 0.5, "priority")
+    # worked by hand: priorities 0.55, 0.8, 0.6, 0.7, 0.9, 0.95 -> token order 5, 4, 1, 3, 2, 0; first choices
+    # of 5 (e0), 4 (e2), 1 (e1), 3 (e0), 2 (e1), 0 (e0: full); then second choices: only 5's (e2) fits
+    assert good.astype(int).tolist() == [[0, 0], [1, 0], [1, 0], [1, 0], [1, 0], [1, 1]]
+    assert nb03.check_priority_keep_mask(good)
+    assert nb03.check_priority_keep_mask(good.astype(int).tolist())
+    position = keep_numpy(nb03.EX2_INDICES, nb03.EX2_WEIGHTS, 3, 0.5, "position")
+    per_slot = [[0, 0], [1, 0], [1, 1], [1, 0], [1, 0], [1, 0]]  # every slot ranked by its own probability
+    token_major = [[0, 0], [1, 1], [0, 0], [0, 0], [1, 1], [1, 1]]  # tokens in priority order, slots together
+    cases = ((position, "\"position\" policy"), (per_slot, "its own probability"),
+             (token_major, "served together"), (np.ones((6, 2)), "nothing dropped"),
+             ([[1, 0]] * 6, "(0, 0)"), ([[1, 0]] * 3, "shape"), ([[2, 0]] * 6, "True (kept)"))
+    for answer, hint in cases:
+        assert not np.array_equal(np.asarray(answer, bool), good)
+        fb = nb03.check_priority_keep_mask(answer)
         assert not fb
         assert hint in fb.message, (answer, fb.message)
 

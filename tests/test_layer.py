@@ -256,3 +256,17 @@ def test_input_dtype_must_match_the_weights(make_x):
     layer = MoELayer(8, 12, 4, 2)
     with pytest.raises(TypeError, match="x has dtype Float16 but the layer's weights are Float32"):
         layer(ops.cast(make_x(3, 8), ms.float16))
+
+
+@pytest.mark.parametrize("capacity_factor", [None, 1.25])
+def test_an_empty_batch_gives_an_empty_output_on_every_path(capacity_factor):
+    """0 tokens: every dispatch path returns a (0, hidden_size) output and an empty routing, no error."""
+    layer = MoELayer(8, 12, 4, 2, capacity_factor=capacity_factor, n_shared_experts=1, seed=3)
+    paths = ["loop", "dense", "sorted", "capacity"] + (["fused"] if current_backend().can_run_fused else [])
+    for shape in ((0, 8), (2, 0, 8)):
+        x = ms.Tensor(np.zeros(shape, np.float32))
+        for path in paths:
+            out = layer(x, dispatch=path)
+            assert out.shape == shape, path
+        routing = layer.route(x)
+        assert routing.indices.shape == (0, 2) and routing.load().sum() == 0 and routing.dropped() == 0

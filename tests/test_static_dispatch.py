@@ -1,4 +1,4 @@
-"""The static-shape capacity path (``moe_lab.static_dispatch``) and the compiled layer (``moe_lab.compiled``)."""
+"""The static-shape capacity path (``moe_lab.core.static``) and the compiled layer (``moe_lab.core.compiled``)."""
 
 from __future__ import annotations
 
@@ -165,6 +165,28 @@ def test_compiled_follows_in_place_weight_updates():
     _, grads = fast.value_and_grad(x)
     nn.SGD(layer.trainable_params(), learning_rate=0.5)(grads)
     np.testing.assert_allclose(fast(x).asnumpy(), layer(x, dispatch="dense").asnumpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(0, 16), (2, 0, 16)])
+@pytest.mark.parametrize("cf", [None, 1.25])
+def test_capacity_path_on_an_empty_batch(shape, cf):
+    layer = MoELayer(16, 32, 4, 2, capacity_factor=cf, seed=1)
+    y = layer(Tensor(np.zeros(shape, np.float32)), dispatch="capacity")
+    assert y.shape == shape and y.dtype == ms.float32
+
+
+@pytest.mark.parametrize("dispatch", ["capacity", "dense"])
+@pytest.mark.parametrize("cf", [None, 1.25])
+def test_compiled_on_an_empty_batch(dispatch, cf):
+    layer = MoELayer(16, 32, 4, 2, capacity_factor=cf, seed=1)
+    fast = CompiledMoE(layer, dispatch)
+    for shape in ((0, 16), (2, 0, 16)):
+        x = Tensor(np.zeros(shape, np.float32))
+        assert fast(x).shape == shape  # like every eager path
+        loss, grads = fast.value_and_grad(x)
+        assert float(loss) == 0.0  # no token, no loss (a sum over nothing), and no gradient
+        assert [g.shape for g in grads] == [p.shape for p in layer.trainable_params()]
+        assert all(not np.abs(g.asnumpy()).any() for g in grads)
 
 
 def test_compiled_bad_dispatch():

@@ -243,7 +243,7 @@ class MoELayer(nn.Cell):
 
     def construct(self, x: Tensor, dispatch: str | None = None) -> Tensor:
         dispatch = self.default_dispatch if dispatch is None else dispatch
-        if dispatch == "dense" and x.shape[0] != 0:  # plain tensors: compiles under mindspore.jit with gradients
+        if dispatch == "dense" and 0 not in x.shape[:-1]:  # plain tensors: compiles under mindspore.jit
             return self.forward_tensors(x)[0]
         return self.forward(x, dispatch)[0]
 

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of notebook 03 (dispatch, capacity, the static path)."""
+"""Checkers for the exercises of notebook 03 (dispatch, capacity, the drop policies, the static path)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ EX1 = dict(tokens=1000, num_experts=16, top_k=2, capacity_factor=1.25)
 EX2_INDICES = np.array([[0, 1], [1, 0], [1, 2], [0, 2], [2, 1], [0, 2]], np.int32)
 EX2_WEIGHTS = np.array([[0.55, 0.45], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3], [0.9, 0.1], [0.95, 0.05]], np.float32)
 EX2 = dict(num_experts=3, capacity_factor=0.5, drop_policy="position")
+
+# Exercise 5: the same routing under the "priority" policy; EX2_WEIGHTS read as the chosen experts' routing
+# probabilities (each token's largest one is its priority)
+EX5 = dict(num_experts=3, capacity_factor=0.5, drop_policy="priority")
 
 # Exercise 3: the loads of a dropless batch (512 tokens, top-2, 4 experts)
 EX3_LOAD = np.array([301, 270, 255, 198])
@@ -53,18 +57,35 @@ def ex2_capacity() -> int:
     return math.ceil(EX2["capacity_factor"] * n * k / EX2["num_experts"])
 
 
+def _queue(slots) -> np.ndarray:
+    """Keep mask of ``EX2_INDICES`` when its slots ``(t, j)`` are served in the order ``slots``."""
+    keep = np.ones(EX2_INDICES.shape, bool)
+    used = np.zeros(EX2["num_experts"], int)
+    for t, j in slots:
+        keep[t, j] = used[EX2_INDICES[t, j]] < ex2_capacity()
+        used[EX2_INDICES[t, j]] += 1
+    return keep
+
+
+def _mask_answer(name: str, answer) -> tuple[np.ndarray | None, Feedback | None]:
+    """A 6 x 2 True/False answer as a bool array, or the feedback that says what is wrong with it."""
+    missing = unanswered(name, answer)
+    if missing is not None:
+        return None, missing
+    arr, problem = as_array(name, answer, shape=EX2_INDICES.shape)
+    if problem is not None:
+        return None, problem
+    if not np.isin(arr, (0, 1)).all():
+        return None, wrong(name, "use True (kept) and False (dropped), one per slot.")
+    return arr.astype(bool), None
+
+
 def check_keep_mask(answer) -> Feedback:
     """Exercise 2: which slots of ``EX2_INDICES`` survive a capacity of 2 under the "position" policy."""
     name = "keep mask"
-    missing = unanswered(name, answer)
-    if missing is not None:
-        return missing
-    arr, problem = as_array(name, answer, shape=EX2_INDICES.shape)
+    got, problem = _mask_answer(name, answer)
     if problem is not None:
         return problem
-    if not np.isin(arr, (0, 1)).all():
-        return wrong(name, "use True (kept) and False (dropped), one per slot.")
-    got = arr.astype(bool)
     e, cf = EX2["num_experts"], EX2["capacity_factor"]
     expected = keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "position")
     if np.array_equal(got, expected):
@@ -73,16 +94,41 @@ def check_keep_mask(answer) -> Feedback:
     if np.array_equal(got, keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "priority")):
         return wrong(name, "that is the \"priority\" policy (the most confident tokens first); the \"position\" "
                            "policy serves all first choices, in token order, before any second choice.")
-    # token by token: (token 0, slot 0), (token 0, slot 1), (token 1, slot 0), ...
-    token_major = np.ones_like(got)
-    used = np.zeros(e, int)
-    for t in range(EX2_INDICES.shape[0]):
-        for j in range(EX2_INDICES.shape[1]):
-            token_major[t, j] = used[EX2_INDICES[t, j]] < ex2_capacity()
-            used[EX2_INDICES[t, j]] += 1
-    if np.array_equal(got, token_major):
+    n, k = EX2_INDICES.shape
+    if np.array_equal(got, _queue([(t, j) for t in range(n) for j in range(k)])):
         return wrong(name, "that serves the slots token by token; GShard's order serves every token's first "
                            "choice before any second choice, so a top-1 is never dropped for someone's top-2.")
+    if got.all():
+        return wrong(name, f"nothing dropped? expert 0 is chosen {int((EX2_INDICES == 0).sum())} times but "
+                           f"takes only {ex2_capacity()} slots.")
+    bad = [tuple(map(int, s)) for s in np.argwhere(got != expected)]
+    return wrong(name, f"the slots (token, k) {bad} are wrong; capacity is {ex2_capacity()} slots per expert.")
+
+
+def check_priority_keep_mask(answer) -> Feedback:
+    """Exercise 5: the slots of ``EX2_INDICES`` kept by the "priority" policy (V-MoE's batch-prioritised
+    routing), with ``EX2_WEIGHTS`` as the chosen experts' routing probabilities."""
+    name = "priority keep mask"
+    got, problem = _mask_answer(name, answer)
+    if problem is not None:
+        return problem
+    e, cf = EX5["num_experts"], EX5["capacity_factor"]
+    expected = keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "priority")
+    if np.array_equal(got, expected):
+        return right(name, "tokens ranked once by their largest probability, then every first choice in that "
+                           "order before any second choice: the confident tokens kept their slots.")
+    if np.array_equal(got, keep_numpy(EX2_INDICES, EX2_WEIGHTS, e, cf, "position")):
+        return wrong(name, "that is the \"position\" policy (token order); rank the tokens by their largest "
+                           "probability first.")
+    n, k = EX2_INDICES.shape
+    slots = [(t, j) for t in range(n) for j in range(k)]
+    if np.array_equal(got, _queue(sorted(slots, key=lambda s: -EX2_WEIGHTS[s]))):
+        return wrong(name, "that ranks every slot by its own probability; the policy ranks each token once, by "
+                           "its largest probability, and still serves all first choices before any second choice.")
+    tokens = sorted(range(n), key=lambda t: -EX2_WEIGHTS[t].max())
+    if np.array_equal(got, _queue([(t, j) for t in tokens for j in range(k)])):
+        return wrong(name, "the token order is right, but each token's slots were served together; serve every "
+                           "token's first choice (in that order) before any second choice.")
     if got.all():
         return wrong(name, f"nothing dropped? expert 0 is chosen {int((EX2_INDICES == 0).sum())} times but "
                            f"takes only {ex2_capacity()} slots.")
