@@ -67,10 +67,28 @@ def fake_launcher(tmp_path, body):
     (["--world-size", "2", "--timeout", "0"], "timeout must be > 0.0, got 0.0"),
     (["--world-size", "2", "--fail-rank", "2"], "fail_rank must be <= 1, got 2"),
     (["--world-size", "2", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--world-size", "2", "--scoring-func", "tanh"], "scoring_func must be one of 'softmax', 'sigmoid'; got 'tanh'"),
+    (["--world-size", "2", "--n-shared-experts", "-1"], "n_shared_experts must be >= 0, got -1"),
+    (["--world-size", "2", "--routed-scaling-factor", "0"], "routed_scaling_factor must be > 0.0, got 0.0"),
+    (["--world-size", "2", "--n-group", "3"], "n_group must divide the number of experts 8, got n_group=3"),
+    (["--world-size", "2", "--n-group", "4", "--topk-group", "5"], "topk_group must be <= n_group=4, got topk_group=5"),
+    (["--world-size", "2", "--n-group", "4", "--topk-group", "1", "--top-k", "3"],
+     "top_k must be <= the 2 experts that topk_group=1 of n_group=4 groups hold; got top_k=3"),
+    (["--world-size", "2", "--tokens-per-rank", "0"], "tokens_per_rank must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, expected):
     assert ep_cli.main(argv) == 2
     assert re.search(expected, one_error_line(capsys))
+
+
+def test_help_lists_the_layer_options(capsys):
+    with pytest.raises(SystemExit) as stop:
+        ep_cli.main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--world-size", "--hidden-size", "--intermediate-size", "--num-experts", "--top-k", "--scoring-func",
+                 "--n-shared-experts", "--routed-scaling-factor", "--n-group", "--topk-group", "--strategy"):
+        assert flag in out
 
 
 def test_world_size_6_of_8_experts_is_refused_before_anything_starts(capsys):

@@ -1,24 +1,34 @@
 """The expert-parallel simulator: placement, routing shares, all-to-all volume (closed forms and a
-brute-force count), load imbalance, the published figures it recomputes, figures and the dashboard."""
+brute-force count), nodes a token reaches (with and without group-limited routing), load imbalance, the
+published figures it recomputes, figures (no legend on a bar) and the dashboard (every control stepped)."""
 
+import itertools
 import json
 import os
+from math import comb
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from mindspore import Tensor
 
+import moe_lab
+from moe_lab.budget import count_parameters, load_model
+from moe_lab.core.anatomy import cross_node_bytes, group_span
 from moe_lab.parallel import sim as ep_sim
-from moe_lab.parallel.layer import FUSED_CONSTRAINTS, ring_bytes
+from moe_lab.parallel.layer import FUSED_CONSTRAINTS, ranks_reached, ring_bytes
 from moe_lab.parallel.sim import (
     a2a_volume,
     cap_shares,
     device_loads,
     device_shares,
+    expected_nodes_reached,
     expert_bytes_per_device,
     expert_params,
     imbalance,
+    network_copies,
+    nodes_reached,
     placement,
     routing_shares,
     row_bytes,
@@ -170,11 +180,29 @@ def test_published_expert_figures_are_recomputed():
     assert npus == FACTS["deployments"]["pangu_reference_inference"]["nodes"] * a2["npus_per_node"]
 
 
+def test_non_expert_parameters_do_not_fit_next_to_the_experts_when_replicated():
+    """Notebook 06's statement: on 32 NPUs the ~18.5B non-expert parameters (bf16) copied on every NPU do not
+    fit next to the 43.8 GB of routed experts in 64 GB; split over the 32 NPUs (tensor parallelism) they do."""
+    count = count_parameters(load_model("openpangu-ultra-moe-718b"))
+    non_expert = count.total - count.components["routed_experts"]
+    assert non_expert / 1e9 == pytest.approx(PANGU["non_expert_params_billions"], abs=0.005)
+    assert count.components["routed_experts"] / 1e9 == pytest.approx(
+        PANGU["routed_expert_params_all_layers_billions"], abs=0.05)
+    npus = FACTS["deployments"]["pangu_reference_inference"]["npus"]
+    hbm = FACTS["atlas_800t_a2"]["hbm_gb_per_npu"] * 1e9
+    held = expert_bytes_per_device(256, npus, PANGU["hidden_size"], PANGU["moe_intermediate_size"], PANGU["moe_layers"])
+    assert non_expert * 2 / 1e9 == pytest.approx(36.96, abs=0.01)
+    assert held + non_expert * 2 > hbm  # replicated: 80.7 GB per NPU
+    assert held + non_expert * 2 / npus < hbm  # split over the 32 NPUs: the weights fit
+    vllm = FACTS["deployments"]["vllm_pr_27521"]
+    assert vllm["tp"] == vllm["ep"] == vllm["world_size"] == npus
+
+
 def test_fused_constraints_match_the_facts_file():
     facts = FACTS["moe_distribute_dispatch"]
     for soc, limits in FUSED_CONSTRAINTS.items():
         assert {k: list(v) if isinstance(v, tuple) else v for k, v in limits.items()} == facts[soc]
-    assert PANGU["hidden_size"] > facts["ascend910b"]["max_hidden"]  # why notebook 05 says "not on A2 with 2.10"
+    assert PANGU["hidden_size"] > facts["ascend910b"]["max_hidden"]  # why notebook 06 says "not on A2 with 2.10"
 
 
 def test_simulate_defaults_are_the_718b_on_4_nodes():
@@ -185,6 +213,143 @@ def test_simulate_defaults_are_the_718b_on_4_nodes():
     assert sim.expected_imbalance == pytest.approx(1.0)
     assert 1.0 <= sim.sampled_imbalance < 1.05  # 1M slots: sampling noise is small
     assert "inter-node" in ep_sim.summary_line(sim)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nodes a token reaches
+
+
+def test_ranks_and_nodes_reached_brute_force():
+    rng = np.random.default_rng(4)
+    indices = np.stack([rng.choice(32, 5, replace=False) for _ in range(50)])
+    for parts in (1, 2, 4, 8, 32):
+        want = [len({e // (32 // parts) for e in row}) for row in indices]
+        assert ranks_reached(indices, 32, parts).tolist() == want
+        assert nodes_reached(indices, 32, parts).tolist() == want
+    assert ranks_reached(Tensor(indices.astype(np.int32)), 32, 4).tolist() == ranks_reached(indices, 32, 4).tolist()
+    with pytest.raises(ValueError, match="world_size must divide num_experts=32"):
+        ranks_reached(indices, 32, 3)
+    with pytest.raises(ValueError, match="indices must be expert ids in \\[0, 16\\)"):
+        ranks_reached(indices, 16, 4)
+    with pytest.raises(ValueError, match="indices must have shape \\(tokens, top_k\\)"):
+        ranks_reached(indices.reshape(-1), 32, 4)
+
+
+def test_expected_nodes_reached_closed_form():
+    assert expected_nodes_reached(256, 8, 1) == 1.0
+    assert expected_nodes_reached(256, 1, 8) == pytest.approx(1.0)
+    assert expected_nodes_reached(8, 8, 4) == pytest.approx(4.0)  # every expert chosen: every node reached
+    assert expected_nodes_reached(8, 2, 4) == pytest.approx(4 * (1 - comb(6, 2) / comb(8, 2)))
+    rng = np.random.default_rng(0)  # Monte Carlo: K distinct experts drawn uniformly
+    draws = np.stack([rng.choice(256, 8, replace=False) for _ in range(20000)])
+    assert nodes_reached(draws, 256, 8).mean() == pytest.approx(expected_nodes_reached(256, 8, 8), abs=0.02)
+    with pytest.raises(ValueError, match="nodes must divide num_experts=256; got nodes=6"):
+        expected_nodes_reached(256, 8, 6)
+    with pytest.raises(ValueError, match="top_k must be <= 16"):
+        expected_nodes_reached(16, 17, 2)
+
+
+def test_network_copies_brute_force():
+    rng = np.random.default_rng(7)
+    indices = np.stack([rng.choice(64, 6, replace=False) for _ in range(40)])
+    src = rng.integers(0, 8, 40)
+    per_expert = network_copies(indices, 64, 8, src, per_node=False)
+    per_node = network_copies(indices, 64, 8, src)
+    for t in range(40):
+        nodes = [e // 8 for e in indices[t]]
+        assert per_expert[t] == sum(n != src[t] for n in nodes)
+        assert per_node[t] == len(set(nodes) - {src[t]})
+    assert (per_node <= per_expert).all()
+    with pytest.raises(ValueError, match="source_nodes must be 40 node numbers in \\[0, 8\\)"):
+        network_copies(indices, 64, 8, src[:5])
+    with pytest.raises(ValueError, match="source_nodes must be 40 node numbers"):
+        network_copies(indices, 64, 8, src + 8)
+    with pytest.raises(TypeError, match="per_node must be True or False"):
+        network_copies(indices, 64, 8, src, per_node=1)
+
+
+def test_network_copies_agree_with_notebook_02s_count():
+    """Notebook 02 counts the bytes a token sends to other nodes (``moe_lab.core.anatomy``); with the same home
+    nodes that is ``network_copies`` (one copy per node) times one bf16 row, and its span is ``nodes_reached``."""
+    rng = np.random.default_rng(2)
+    indices = np.stack([rng.choice(256, 8, replace=False) for _ in range(300)])
+    homes = np.random.default_rng(0).integers(0, 8, 300)  # the homes cross_node_bytes draws with seed 0
+    expected = network_copies(indices, 256, 8, homes) * row_bytes(7168, "bfloat16")
+    np.testing.assert_array_equal(cross_node_bytes(indices, 256, 8, hidden_size=7168, seed=0), expected)
+    np.testing.assert_array_equal(group_span(indices, 256, 8), nodes_reached(indices, 256, 8))
+
+
+def test_group_limited_router_bounds_the_nodes_of_a_token():
+    """DeepSeek-V3's router (sigmoid, noaux_tc, 8 groups, 4 per token) on 8 nodes: a token's experts are on at
+    most 4 nodes, so a dispatch with one copy per node sends at most 4 copies over the network, against up to 7
+    without the limit; the plain all-to-all (one row per expert) sends the same on average either way."""
+    v3 = FACTS["deepseek_v3"]
+    e, k, nodes = v3["n_routed_experts"], v3["num_experts_per_tok"], v3["training_ep_nodes"]
+    x = Tensor(np.random.default_rng(0).standard_normal((2048, 32)).astype(np.float32))
+    free = moe_lab.SigmoidRouter(32, e, k, seed=1)(x).indices.asnumpy()
+    limited = moe_lab.SigmoidRouter(32, e, k, topk_method="noaux_tc", n_group=v3["n_group"],
+                                    topk_group=v3["topk_group"], seed=1)(x).indices.asnumpy()
+    assert nodes_reached(limited, e, nodes).max() == v3["topk_group"] == v3["max_nodes_per_token"]
+    assert nodes_reached(free, e, nodes).max() > v3["topk_group"]
+    assert nodes_reached(free, e, nodes).mean() == pytest.approx(expected_nodes_reached(e, k, nodes), abs=0.1)
+    src = np.arange(2048) % nodes
+    assert network_copies(limited, e, nodes, src).max() <= v3["topk_group"]
+    assert network_copies(free, e, nodes, src).max() == nodes - 1
+    for idx in (free, limited):
+        assert network_copies(idx, e, nodes, src, per_node=False).mean() == pytest.approx(k * 7 / 8, abs=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures and the dashboard
+
+
+def legend_overlaps(fig) -> list[str]:
+    """Every (legend, bar) pair whose boxes overlap on the drawn figure, and legends cut by the figure's edge."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    problems = []
+    for leg, (i, ax) in itertools.product(legends, enumerate(fig.axes)):
+        box = leg.get_window_extent(renderer)
+        for patch in ax.patches:
+            if box.overlaps(patch.get_window_extent(renderer)):
+                problems.append(f"legend {[t.get_text() for t in leg.get_texts()]} covers a bar of axes {i}")
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        if not (box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1):
+            problems.append(f"legend {[t.get_text() for t in leg.get_texts()]} is cut by the figure's edge")
+    return problems
+
+
+def test_legend_check_catches_a_legend_on_the_bars():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar([0, 1, 2], [5, 5, 5], label="bars")
+    ax.legend(loc="lower right")
+    assert legend_overlaps(fig)
+    plt.close(fig)
+
+
+def test_no_legend_covers_a_bar():
+    result = {"strategies": {s: {"ranks": [{"rank": r, "rows": 41 - 18 * r, "bytes_sent": 6400 * (r + 1)}
+                                           for r in range(4)]} for s in ("allgather", "alltoall")}}
+    figures = {"volume": ep_viz.fig_volume_vs_ep((8, 16, 32, 64, 128, 256), 4096, 7680, 8),
+               "run": ep_viz.fig_run(result),
+               "loads": ep_viz.fig_device_loads([30, 50, 40, 45])}
+    for name, fig in figures.items():
+        assert legend_overlaps(fig) == [], name
+    plt.close("all")
+
+
+def test_dashboard_figure_has_no_legend_on_a_bar_at_any_setting():
+    dash = ep_viz.EPDashboard(quiet=True)
+    checked = 0
+    for name in dash.controls:
+        for value in dash.control_values(name):
+            fig = dash.figure(**{name: value})
+            assert legend_overlaps(fig) == [], (name, value)
+            plt.close(fig)
+            checked += 1
+    assert checked >= 25
 
 
 def test_figures():
@@ -202,11 +367,25 @@ def test_figures():
 
 
 def test_dashboard_steps_every_control_and_has_png_fallback():
+    """Every control of the dashboard through its whole range, from the kernel side: a callback that fails
+    at some value fails here, not in front of a learner."""
     dash = ep_viz.EPDashboard(quiet=True)
     start = dash.values()
     draws = dash.step_through()
     assert dash.values() == start
-    assert draws >= sum(len(c.options) if hasattr(c, "options") else 5 for c in dash.controls.values()) - 8
+    values = sum(len(dash.control_values(name)) for name in dash.controls)
+    assert draws >= values - len(dash.controls)  # a control set to its current value does not redraw
+    assert draws >= 20
     bundle = dash._repr_mimebundle_()
     assert "image/png" in bundle and "application/vnd.jupyter.widget-view+json" in bundle
+    plt.close("all")
+
+
+def test_displayed_dashboard_steps_too():
+    """The dashboard the notebook displays (not quiet): stepping it draws every figure and leaves it as it was."""
+    dash = ep_viz.EPDashboard(hidden_size=PANGU["hidden_size"], moe_layers=PANGU["moe_layers"])
+    start, before = dash.values(), dash.renders
+    assert dash.step_through(max_values=3) >= len(dash.controls)
+    assert dash.values() == start and dash.renders > before
+    assert dash.simulate().volume.hidden_size == PANGU["hidden_size"]
     plt.close("all")

@@ -1,5 +1,7 @@
-"""Expert parallelism: the EP layer equals the single-process MoELayer (real msrun jobs, 2 and 4 ranks),
-its byte accounting follows the ring formulas, and the strategy choice follows the backend."""
+"""Expert parallelism: the EP layer equals the single-process MoELayer (real msrun jobs: 2 ranks with a
+softmax router, 4 ranks with openPangu's block made group-limited: sigmoid router, scaled weights, a shared
+expert, 4 groups of which a token uses 2), its byte accounting follows the ring formulas (the replicated
+shared expert adds no byte), and the strategy choice follows the backend."""
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from mindspore import Tensor
 import moe_lab
 from moe_lab.ascend.backend import Backend
 from moe_lab.core.reference import expert_numpy, layer_forward_numpy
-from moe_lab.parallel.cli import format_table, job_processes, run_ep
+from moe_lab.parallel.cli import block_description, expert_span, format_table, job_processes, plural, run_ep
 from moe_lab.parallel.layer import (
     Communicator,
     ExpertParallelMoE,
@@ -16,17 +18,32 @@ from moe_lab.parallel.layer import (
     expert_range,
     fused_dispatch_violations,
     pack_plan,
+    ranks_reached,
     ring_bytes,
 )
-from moe_lab.parallel.worker import make_tokens
+from moe_lab.parallel.sim import strategy_bytes
+from moe_lab.parallel.worker import WorkerConfig, build_layer, make_tokens
 
 CFG = dict(tokens_per_rank=12, hidden_size=16, intermediate_size=24, num_experts=8, top_k=2, seed=3)
+# openPangu-Ultra-MoE's block at toy size (sigmoid scores, weights x 2.5, one shared expert), made group-limited
+# like DeepSeek-V3 with one group per rank on 4 ranks: a token's 3 experts on at most 2 ranks
+BLOCK = dict(CFG, top_k=3, scoring_func="sigmoid", routed_scaling_factor=2.5, n_shared_experts=1, n_group=4,
+             topk_group=2)
+JOBS = {2: CFG, 4: BLOCK}  # one real msrun job per world size
 JOB_TIMEOUT = 240.0  # seconds; a loaded 2-core machine starts 5 MindSpore processes in ~30 s
 
 
+def make_layer(cfg):
+    """The one-process layer, built here from MoELayer's own arguments (not with the worker's build_layer)."""
+    return moe_lab.MoELayer(cfg["hidden_size"], cfg["intermediate_size"], cfg["num_experts"], cfg["top_k"],
+                            scoring_func=cfg.get("scoring_func", "softmax"),
+                            routed_scaling_factor=cfg.get("routed_scaling_factor", 1.0),
+                            n_group=cfg.get("n_group", 1), topk_group=cfg.get("topk_group", 1),
+                            n_shared_experts=cfg.get("n_shared_experts", 0), seed=cfg["seed"])
+
+
 def single_process(world_size, cfg=CFG):
-    layer = moe_lab.MoELayer(cfg["hidden_size"], cfg["intermediate_size"], cfg["num_experts"], cfg["top_k"],
-                             seed=cfg["seed"])
+    layer = make_layer(cfg)
     x = make_tokens(cfg["tokens_per_rank"] * world_size, cfg["hidden_size"], cfg["seed"])
     return layer, x, layer(Tensor(x)).asnumpy()
 
@@ -54,14 +71,38 @@ def test_ring_bytes_formulas():
 
 
 @pytest.mark.parametrize("strategy", ["allgather", "alltoall"])
-def test_one_rank_equals_layer_and_numpy_reference(strategy):
-    layer, x, expected = single_process(1)
+@pytest.mark.parametrize("cfg", [CFG, BLOCK], ids=["softmax", "openpangu-block-group-limited"])
+def test_one_rank_equals_layer_and_numpy_reference(strategy, cfg):
+    layer, x, expected = single_process(1, cfg)
     ep = ExpertParallelMoE(layer, Communicator(0, 1))
     out, stats = ep(Tensor(x), strategy)
     np.testing.assert_allclose(out.asnumpy(), expected, atol=1e-5)
     np.testing.assert_allclose(out.asnumpy(), layer_forward_numpy(layer, x), atol=1e-4)
     assert stats.expert_load == layer.route(Tensor(x)).load().tolist()
     assert stats.bytes_sent == 0 and stats.bytes_received == 0  # one rank talks to nobody
+    assert stats.ranks_reached == [len(x)]  # one rank: every token's experts are on it
+
+
+def test_the_block_config_exercises_every_part():
+    """BLOCK would not test the whole block if a part changed nothing: each one changes the output."""
+    layer, x, full = single_process(1, BLOCK)
+    assert layer.router.scoring_func == "sigmoid" and layer.router.group_limited
+    assert layer.shared_experts is not None and layer.router.routed_scaling_factor == 2.5
+    for change in (dict(n_shared_experts=0), dict(routed_scaling_factor=1.0), dict(n_group=1, topk_group=1),
+                   dict(scoring_func="softmax")):
+        assert np.abs(single_process(1, dict(BLOCK, **change))[2] - full).max() > 1e-3, change
+    # the group limit matters for the layout of 4 ranks: without it some token's experts are on 3 ranks
+    free = make_layer(dict(BLOCK, n_group=1, topk_group=1)).route(Tensor(make_tokens(48, 16, 3))).indices
+    assert ranks_reached(free, 8, 4).max() == 3
+
+
+def test_worker_builds_the_same_layer():
+    for cfg in (CFG, BLOCK):
+        fields = {k: v for k, v in cfg.items() if k in WorkerConfig.__dataclass_fields__}
+        ours, theirs = make_layer(cfg), build_layer(WorkerConfig(**fields))
+        x = Tensor(make_tokens(24, cfg["hidden_size"], 1))
+        np.testing.assert_array_equal(ours(x).asnumpy(), theirs(x).asnumpy())
+        assert str(ours.router) == str(theirs.router)
 
 
 def test_capacity_is_refused():
@@ -141,11 +182,11 @@ def test_choose_strategy_by_backend():
 # Real msrun jobs (one per world size, shared by the tests below)
 
 
-@pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
+@pytest.fixture(scope="module", params=sorted(JOBS), ids=["2ranks-softmax", "4ranks-openpangu-block-grouped"])
 def job(request):
     world = request.param
     token = f"test-ep-{world}-{np.random.default_rng().integers(1 << 30)}"
-    result = run_ep(world, strategy="all", repeats=1, timeout=JOB_TIMEOUT, job_token=token, **CFG)
+    result = run_ep(world, strategy="all", repeats=1, timeout=JOB_TIMEOUT, job_token=token, **JOBS[world])
     return world, result, token
 
 
@@ -156,18 +197,24 @@ def test_job_leaves_no_process(job):
 
 def test_ep_output_equals_single_process(job):
     world, result, _ = job
-    layer, x, expected = single_process(world)
+    layer, x, expected = single_process(world, JOBS[world])
     assert set(result["strategies"]) == {"allgather", "alltoall"}  # both run on CPU
     for name, s in result["strategies"].items():
         np.testing.assert_allclose(np.asarray(s["output"], np.float32), expected, atol=1e-5, err_msg=name)
         assert s["max_abs_error"] < 1e-5
+    if JOBS[world].get("n_shared_experts"):  # the shared expert is in the output, applied once per token
+        routed_only = make_layer(dict(JOBS[world], n_shared_experts=0))(Tensor(x)).asnumpy()
+        shared = layer.shared_experts(Tensor(x)).asnumpy()
+        np.testing.assert_allclose(np.asarray(result["strategies"]["allgather"]["output"]) - routed_only, shared,
+                                   atol=1e-5)
 
 
 def test_each_rank_processes_the_rows_routed_to_its_experts(job):
     world, result, _ = job
-    layer, x, _ = single_process(world)
+    cfg = JOBS[world]
+    layer, x, _ = single_process(world, cfg)
     load = layer.route(Tensor(x)).load()
-    per = CFG["num_experts"] // world
+    per = cfg["num_experts"] // world
     for s in result["strategies"].values():
         assert s["expert_load"] == load.tolist()
         for row in s["ranks"]:
@@ -176,9 +223,23 @@ def test_each_rank_processes_the_rows_routed_to_its_experts(job):
             assert row["rows"] == int(load[r * per:(r + 1) * per].sum())
 
 
-def test_bytes_follow_the_ring_formulas(job):
+def test_ranks_reached_match_the_routing_and_the_group_limit(job):
     world, result, _ = job
-    n, h, k, f32 = CFG["tokens_per_rank"], CFG["hidden_size"], CFG["top_k"], 4
+    cfg = JOBS[world]
+    layer, x, _ = single_process(world, cfg)
+    reached = ranks_reached(layer.route(Tensor(x)).indices, cfg["num_experts"], world)
+    assert result["ranks_reached"] == np.bincount(reached, minlength=world + 1)[1:].tolist()
+    assert sum(result["ranks_reached"]) == world * cfg["tokens_per_rank"]
+    if cfg.get("n_group", 1) == world:  # one group per rank: a token's experts on at most topk_group ranks
+        assert result["ranks_reached"][cfg["topk_group"]:] == [0] * (world - cfg["topk_group"])
+    assert "ranks holding each token's experts" in format_table(result, timings=False)
+
+
+def test_bytes_follow_the_ring_formulas(job):
+    """The formulas depend on tokens, hidden size and top-k only: a shared expert adds no byte."""
+    world, result, _ = job
+    cfg = JOBS[world]
+    n, h, k, f32 = cfg["tokens_per_rank"], cfg["hidden_size"], cfg["top_k"], 4
     allgather = (world - 1) * (n * h * f32 + 2 * n * k * f32) + 2 * (world - 1) * (world * n * h * f32) // world
     for row in result["strategies"]["allgather"]["ranks"]:
         assert row["bytes_sent"] == row["bytes_received"] == allgather
@@ -208,10 +269,9 @@ def test_table_without_timings_is_deterministic_text(job):
 
 
 def test_strategy_bytes_formula_matches_the_run(job):
-    from moe_lab.parallel.sim import strategy_bytes
-
     world, result, _ = job
-    n, h, k = CFG["tokens_per_rank"], CFG["hidden_size"], CFG["top_k"]
+    cfg = JOBS[world]
+    n, h, k = cfg["tokens_per_rank"], cfg["hidden_size"], cfg["top_k"]
     for row in result["strategies"]["allgather"]["ranks"]:
         rows_only = sum(c["sent"] for c in row["collectives"] if c["phase"] in ("dispatch: tokens",
                                                                                    "combine: partial outputs"))
@@ -220,3 +280,13 @@ def test_strategy_bytes_formula_matches_the_run(job):
         rows_only = sum(c["alltoall_bytes"] for c in row["collectives"]
                         if c["phase"] in ("dispatch: tokens", "combine: expert outputs"))
         assert rows_only >= strategy_bytes("alltoall", n, h, k, world, 4)
+
+
+def test_table_words():
+    assert [plural(1, "rank"), plural(2, "rank")] == ["1 rank", "2 ranks"]
+    assert [expert_span(3, 4), expert_span(4, 8)] == ["3", "4-7"]  # never "3-3"
+    config = dict(BLOCK, dtype="float32")
+    assert block_description(config) == ("8 experts, top-3, sigmoid router (weights x 2.5), experts in 4 groups, "
+                                         "at most 2 groups per token, 1 shared expert")
+    assert block_description(dict(CFG, scoring_func="softmax", n_shared_experts=0)) == (
+        "8 experts, top-2, softmax router, no shared expert")

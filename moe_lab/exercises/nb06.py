@@ -1,28 +1,31 @@
 """Checkers for the exercises of notebook 06 (expert parallelism).
 
-The setting of exercises 1-3 is openPangu-Ultra-MoE-718B (256 routed experts, top-8, hidden 7680, bf16)
-on the README's 4 Atlas 800T A2 nodes of 8 NPUs (EP degree 32), ``TOKENS`` tokens per NPU, uniform routing.
+The setting of every exercise is openPangu-Ultra-MoE-718B (256 routed experts, top-8, hidden 7680, bf16)
+on ``NODES`` Atlas 800T A2 nodes of 8 NPUs (EP degree 64, twice the model card's 4 nodes, so that no
+number of the notebook's worked example is an answer), ``TOKENS`` tokens per NPU, uniform routing.
+Exercise 4 adds a group-limited router with one group per node and ``TOPK_GROUP`` groups per token.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from moe_lab.exercises import Feedback, check_number, known_slip, unanswered
+from moe_lab.parallel.sim import a2a_volume, row_bytes
 
-from moe_lab.exercises import Feedback, check_number, known_slip, right, unanswered, wrong
-from moe_lab.parallel.sim import a2a_volume, device_loads, placement
-
-EXPERTS, TOP_K, HIDDEN, BYTES, EP, PER_NODE, TOKENS = 256, 8, 7680, 2, 32, 8, 4096
+EXPERTS, TOP_K, HIDDEN, BYTES = 256, 8, 7680, 2
+PER_NODE, NODES, TOKENS, TOPK_GROUP = 8, 8, 2048, 2
+EP = PER_NODE * NODES
 
 
 def check_experts_per_npu(answer) -> Feedback:
-    """Exercise 1: routed experts each NPU holds in one MoE layer (256 experts, EP 32)."""
+    """Exercise 1: routed experts each NPU holds in one MoE layer (256 experts, EP 64)."""
     name = "experts per NPU"
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    near = {256: "that is every expert: expert parallelism splits them over the 32 NPUs.",
-            32: "that is the number of NPUs; divide the experts by it.",
-            64: "that is 256 / 4 nodes: the experts are split over all 32 NPUs, not over nodes.",
+    near = {EXPERTS: "that is every expert: expert parallelism splits them over the 64 NPUs.",
+            EP: "that is the number of NPUs; divide the experts by it.",
+            EXPERTS // NODES: "that is 256 / 8 nodes: the experts are split over all 64 NPUs, not over nodes.",
+            EXPERTS // 32: "that is the layout of 4 nodes (32 NPUs); here there are 8 nodes.",
             1: "one expert per NPU would need 256 NPUs (EP 256)."}
     slip = known_slip(name, answer, near)  # a wrong Feedback is falsy: test for None, not with `or`
     return slip if slip is not None else check_number(name, answer, EXPERTS // EP, rel=0,
@@ -36,23 +39,24 @@ def expected_dispatch_bytes() -> float:
 
 
 def check_dispatch_bytes(answer) -> Feedback:
-    """Exercise 2: bytes one NPU sends in the dispatch of one MoE layer (4096 tokens, top-8, bf16)."""
+    """Exercise 2: bytes one NPU sends in the dispatch of one MoE layer (2048 tokens, top-8, bf16, EP 64)."""
     name = "dispatch bytes"
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
     rows_bytes = TOKENS * TOP_K * HIDDEN * BYTES
-    near = {rows_bytes: "rows whose expert lives on the same NPU (1/32 of them) are not sent.",
-            rows_bytes * 2: "twice too much, and the 1/32 of rows that stay on the NPU are not sent.",
+    near = {rows_bytes: "rows whose expert lives on the same NPU (1/64 of them) are not sent.",
+            rows_bytes * 2: "twice too much, and the 1/64 of rows that stay on the NPU are not sent.",
             rows_bytes * (EP - 1) / EP * 2: "twice the answer: that is dispatch + combine, or 4 bytes per value "
                                             "(bf16 has 2).",
             TOKENS * HIDDEN * BYTES * (EP - 1) / EP: "each token is sent once per chosen expert: times top_k = 8.",
             rows_bytes * (EP - PER_NODE) / EP: "that is only the inter-node part; rows to the 7 other NPUs of "
-                                               "the node are sent too."}
+                                               "the node are sent too.",
+            rows_bytes * 31 / 32: "that is the share sent on 32 NPUs; here there are 64."}
     slip = known_slip(name, answer, near)
     return slip if slip is not None else check_number(
         name, answer, expected_dispatch_bytes(), rel=1e-6,
-        hint="tokens x top_k x hidden x 2 bytes, times the share of rows that leave the NPU (31/32).")
+        hint="tokens x top_k x hidden x 2 bytes, times the share of rows that leave the NPU.")
 
 
 def check_inter_node_share(answer) -> Feedback:
@@ -61,43 +65,41 @@ def check_inter_node_share(answer) -> Feedback:
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    near = {24 / 31: "that is the share of the rows that are SENT; the question counts all slots, "
-                     "including the 1/32 that stay on the NPU.",
-            7 / 32: "that is the share that stays in the node on another NPU.",
-            8 / 32: "that is the share that stays in the node (own NPU included); the rest leaves it.",
-            31 / 32: "that is the share that leaves the NPU; some of it stays in the node."}
+    near = {(EP - PER_NODE) / (EP - 1): "that is the share of the rows that are SENT; the question counts all "
+                                        "slots, including the 1/64 that stay on the NPU.",
+            (PER_NODE - 1) / EP: "that is the share that stays in the node on another NPU.",
+            PER_NODE / EP: "that is the share that stays in the node (own NPU included); the rest leaves it.",
+            (EP - 1) / EP: "that is the share that leaves the NPU; some of it stays in the node.",
+            24 / 32: "that is the share on 4 nodes; here there are 8."}
     slip = known_slip(name, answer, near)
     return slip if slip is not None else check_number(
         name, answer, (EP - PER_NODE) / EP, rel=1e-9,
-        hint="uniform routing: a slot's expert is on any of the 32 NPUs with equal probability; 24 of them "
-             "are on other nodes.")
+        hint="uniform routing: a slot's expert is on any of the 64 NPUs with equal probability; how many of "
+             "them are on other nodes?")
 
 
-def check_rank_load(fn) -> Feedback:
-    """Exercise 4: ``fn(expert_counts, world_size)`` -> rows per rank, contiguous placement."""
-    name = "rank load"
-    missing = unanswered(name, fn)
+def expected_max_network_bytes() -> int:
+    """The answer of exercise 4: one copy per node, at most ``TOPK_GROUP`` nodes, none of them its own."""
+    return TOPK_GROUP * row_bytes(HIDDEN, "bfloat16")
+
+
+def check_max_network_bytes(answer) -> Feedback:
+    """Exercise 4: the most bytes one token can send across the network in one dispatch, with group-limited
+    routing (one group per node, ``topk_group`` = 2) and one copy per target node."""
+    name = "network bytes per token"
+    missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    if not callable(fn):
-        return wrong(name, f"expected a function fn(expert_counts, world_size), got {type(fn).__name__}.")
-    rng = np.random.default_rng(5)
-    for e, w in ((8, 2), (8, 4), (12, 3), (16, 16), (6, 1)):
-        counts = rng.integers(0, 20, size=e)
-        try:
-            got = fn(counts.copy(), w)
-            if got is None:
-                return wrong(name, "your function returns None: return the rows of each rank.")
-            got = np.asarray(got.asnumpy() if hasattr(got, "asnumpy") else got, np.float64).reshape(-1)
-        except Exception as exc:  # the learner's code may fail in any way: report it, do not crash
-            return wrong(name, f"your function raised {type(exc).__name__}: {exc}")
-        want = device_loads(counts, placement(e, w), w)
-        if got.shape != (w,):
-            return wrong(name, f"for {e} experts on {w} ranks expected {w} numbers, got shape {got.shape}.")
-        if np.allclose(got, device_loads(counts, placement(e, w, "round_robin"), w)) and not np.allclose(got, want):
-            return wrong(name, "that is a round-robin placement (expert e on rank e % W); here rank r owns the "
-                               "contiguous block r*E/W ... (r+1)*E/W - 1.")
-        if not np.allclose(got, want):
-            return wrong(name, f"for counts {counts.tolist()} on {w} ranks expected {want.astype(int).tolist()}, "
-                               f"got {got.tolist()}.")
-    return right(name, "rank r sums the counts of its E/W contiguous experts.")
+    row = HIDDEN * BYTES
+    near = {TOP_K * row: "that is one row per chosen expert, the plain all-to-all; here a node gets one copy.",
+            (NODES - 1) * row: "that is one copy to each of the 7 other nodes (or 7 of the 8 rows): the group "
+                               "limit allows only 2 nodes, and a node gets one copy.",
+            4 * row: "that is 4 copies (DeepSeek-V3's limit of 4 nodes), or 2 copies at 4 bytes per value; "
+                     "here topk_group = 2, and bf16 has 2 bytes per value.",
+            row: "that is one copy: the case where one of the 2 nodes is the token's own (or 2 copies at 1 byte "
+                 "per value); the question asks for the most, with 2 bytes per bf16 value."}
+    slip = known_slip(name, answer, near)
+    return slip if slip is not None else check_number(
+        name, answer, expected_max_network_bytes(), rel=1e-9,
+        hint="how many nodes can a token's experts be on, how many copies cross the network, and how many "
+             "bytes is one copy?")

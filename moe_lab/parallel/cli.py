@@ -41,9 +41,16 @@ from mindspore import Tensor
 
 from moe_lab.ascend.backend import detect_backend, set_device
 from moe_lab.checks import check_choice, check_float, check_int
-from moe_lab.core.routers import SCORING_FUNCS
 from moe_lab.parallel.layer import choose_strategy, fused_dispatch_violations
-from moe_lab.parallel.worker import WorkerConfig, add_layer_arguments, build_layer, config_from_arguments, make_tokens
+from moe_lab.parallel.worker import (
+    WorkerConfig,
+    add_layer_arguments,
+    build_layer,
+    check_config,
+    config_from_arguments,
+    layer_arguments,
+    make_tokens,
+)
 
 JOB_ENV = "MOE_LAB_EP_JOB"
 LAUNCHER_MODULE = "mindspore.parallel.cluster.run"
@@ -230,11 +237,14 @@ def _strategies_for(strategy: str, choice, fused_ok: bool) -> list[str]:
 
 def run_ep(world_size: int = 2, *, tokens_per_rank: int = 16, hidden_size: int = 32, intermediate_size: int = 64,
            num_experts: int = 8, top_k: int = 2, scoring_func: str = "softmax", n_shared_experts: int = 0,
-           seed: int = 0, strategy: str = "auto", repeats: int = 3, timeout: float = 300.0,
-           launcher: str | None = None, fail_rank: int | None = None, verify: bool = True,
-           keep_logs: bool = False, job_token: str | None = None) -> dict:
+           routed_scaling_factor: float = 1.0, n_group: int = 1, topk_group: int = 1, seed: int = 0,
+           strategy: str = "auto", repeats: int = 3, timeout: float = 300.0, launcher: str | None = None,
+           fail_rank: int | None = None, verify: bool = True, keep_logs: bool = False,
+           job_token: str | None = None) -> dict:
     """Run the expert-parallel MoE layer on ``world_size`` msrun workers; return the summary dict.
 
+    The layer is ``MoELayer(hidden_size, intermediate_size, num_experts, top_k, scoring_func=...,
+    n_shared_experts=..., routed_scaling_factor=..., n_group=..., topk_group=..., seed=seed)`` on every rank.
     ``strategy``: ``"auto"`` (chosen from the backend), ``"all"`` (every strategy this backend runs),
     or one of ``moe_lab.parallel.layer.STRATEGIES``. ``fail_rank`` makes that rank raise (tests).
     ``job_token`` tags the job's processes (default: random); tests use it to look for orphans.
@@ -247,13 +257,10 @@ def run_ep(world_size: int = 2, *, tokens_per_rank: int = 16, hidden_size: int =
         divisors = [d for d in range(1, experts + 1) if experts % d == 0]
         raise ValueError(f"world_size must divide num_experts={experts} (each rank owns num_experts/world_size of "
                          f"them); got world_size={world_size}, allowed: {divisors}")
-    tokens_per_rank = check_int("tokens_per_rank", tokens_per_rank, minimum=1)
-    hidden = check_int("hidden_size", hidden_size, minimum=1)
-    ffn = check_int("intermediate_size", intermediate_size, minimum=1)
-    top_k = check_int("top_k", top_k, minimum=1, maximum=experts)
-    check_choice("scoring_func", scoring_func, SCORING_FUNCS)
-    n_shared_experts = check_int("n_shared_experts", n_shared_experts, minimum=0)
-    seed = check_int("seed", seed, minimum=0)
+    cfg = check_config(WorkerConfig(
+        tokens_per_rank=tokens_per_rank, hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_experts=experts, top_k=top_k, scoring_func=scoring_func, n_shared_experts=n_shared_experts,
+        seed=seed, routed_scaling_factor=routed_scaling_factor, n_group=n_group, topk_group=topk_group))
     repeats = check_int("repeats", repeats, minimum=0)
     timeout = check_float("timeout", timeout, minimum=0.0, strict=True)
     check_choice("strategy", strategy, STRATEGY_CHOICES)
@@ -261,11 +268,10 @@ def run_ep(world_size: int = 2, *, tokens_per_rank: int = 16, hidden_size: int =
         fail_rank = check_int("fail_rank", fail_rank, minimum=0, maximum=world_size - 1)
     backend = detect_backend()
     dtype = "float32"
-    choice = choose_strategy(backend, world_size=world_size, hidden_size=hidden, tokens_per_rank=tokens_per_rank,
-                             top_k=top_k, num_experts=experts, dtype=dtype)
-    fused_ok = backend.device == "Ascend" and not fused_dispatch_violations(
-        backend.soc, world_size=world_size, hidden_size=hidden, tokens_per_rank=tokens_per_rank, top_k=top_k,
-        num_experts=experts, dtype=dtype)
+    shape = dict(world_size=world_size, hidden_size=cfg.hidden_size, tokens_per_rank=cfg.tokens_per_rank,
+                 top_k=cfg.top_k, num_experts=experts, dtype=dtype)
+    choice = choose_strategy(backend, **shape)
+    fused_ok = backend.device == "Ascend" and not fused_dispatch_violations(backend.soc, **shape)
     strategies = _strategies_for(strategy, choice, fused_ok)
     cmd_prefix = find_launcher(launcher)
 
@@ -287,10 +293,7 @@ def run_ep(world_size: int = 2, *, tokens_per_rank: int = 16, hidden_size: int =
         f"--worker_num={world_size}", f"--local_worker_num={world_size}", "--master_addr=127.0.0.1",
         f"--master_port={free_port()}", "--join=True", f"--log_dir={log_dir}",
         f"--cluster_time_out={max(int(timeout), 1)}",
-        "python", "-m", "moe_lab.parallel.worker", "--out-dir", log_dir,
-        "--tokens-per-rank", str(tokens_per_rank), "--hidden-size", str(hidden), "--intermediate-size", str(ffn),
-        "--num-experts", str(experts), "--top-k", str(top_k), "--scoring-func", scoring_func,
-        "--n-shared-experts", str(n_shared_experts), "--seed", str(seed),
+        "python", "-m", "moe_lab.parallel.worker", "--out-dir", log_dir, *layer_arguments(cfg),
         "--strategies", ",".join(strategies), "--repeats", str(repeats),
     ] + ([] if fail_rank is None else ["--fail-rank", str(fail_rank)])
     job_seconds = _launch(cmd, env, log_dir, timeout, token, world_size)
@@ -302,9 +305,12 @@ def run_ep(world_size: int = 2, *, tokens_per_rank: int = 16, hidden_size: int =
             raise EPJobError(f"rank {r} wrote no result although the job succeeded; logs in {log_dir}")
         with open(path, encoding="utf-8") as fh:
             ranks.append(json.load(fh))
-    result = summarize(ranks, dict(world_size=world_size, tokens_per_rank=tokens_per_rank, hidden_size=hidden,
-                                   intermediate_size=ffn, num_experts=experts, top_k=top_k, scoring_func=scoring_func,
-                                   n_shared_experts=n_shared_experts, seed=seed, dtype=dtype, repeats=repeats),
+    config = dict(world_size=world_size, tokens_per_rank=cfg.tokens_per_rank, hidden_size=cfg.hidden_size,
+                  intermediate_size=cfg.intermediate_size, num_experts=experts, top_k=cfg.top_k,
+                  scoring_func=cfg.scoring_func, n_shared_experts=cfg.n_shared_experts,
+                  routed_scaling_factor=cfg.routed_scaling_factor, n_group=cfg.n_group, topk_group=cfg.topk_group,
+                  seed=cfg.seed, dtype=dtype, repeats=repeats)
+    result = summarize(ranks, config,
                        launcher=" ".join(os.path.basename(c) for c in cmd_prefix), choice=choice,
                        job_seconds=job_seconds)
     if verify:
@@ -336,19 +342,27 @@ def summarize(ranks: list[dict], config: dict, *, launcher: str, choice, job_sec
         output = [row for d in ranks for row in d["strategies"][name]["output"]]
         strategies[name] = {"ranks": rows, "output": output,
                             "expert_load": [c for row in rows for c in row["expert_load"]]}
+    # the routing is the same for every strategy: how many ranks each token's experts live on, all ranks summed
+    name = next(iter(first["strategies"]))
+    reached = np.sum([d["strategies"][name]["ranks_reached"] for d in ranks], axis=0).astype(int).tolist()
     return {"config": config, "world_size": len(ranks), "launcher": launcher, "backend": first["backend"],
             "device": first["device"], "mindspore": first["mindspore"], "auto_strategy": choice.strategy,
-            "auto_reason": choice.reason, "job_seconds": job_seconds, "strategies": strategies}
+            "auto_reason": choice.reason, "job_seconds": job_seconds, "ranks_reached": reached,
+            "strategies": strategies}
 
 
 def single_process_output(config: dict) -> np.ndarray:
     """The same layer and tokens in this process, without expert parallelism (``MoELayer``, sorted path)."""
     set_device(detect_backend().device)
-    cfg = WorkerConfig(config["tokens_per_rank"], config["hidden_size"], config["intermediate_size"],
-                       config["num_experts"], config["top_k"], config["scoring_func"], config["n_shared_experts"],
-                       config["seed"])
+    cfg = config_of(config)
     x = make_tokens(cfg.tokens_per_rank * config["world_size"], cfg.hidden_size, cfg.seed)
     return build_layer(cfg)(Tensor(x), dispatch="sorted").asnumpy()
+
+
+def config_of(config: dict) -> WorkerConfig:
+    """The ``WorkerConfig`` of a summary's ``config`` (the layer and tokens the ranks used)."""
+    fields = WorkerConfig.__dataclass_fields__
+    return WorkerConfig(**{k: v for k, v in config.items() if k in fields})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,6 +373,28 @@ DESCRIPTIONS = {"allgather": "dispatch AllGather, combine AllReduce",
                 "fused": "MoeDistributeDispatch / MoeDistributeCombine"}
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 rank``, ``2 ranks``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def expert_span(first: int, last: int) -> str:
+    """The experts ``[first, last)`` as a learner writes them: ``4-7``, or ``4`` for a single one."""
+    return str(first) if last - first == 1 else f"{first}-{last - 1}"
+
+
+def block_description(c: dict) -> str:
+    """The block in words: experts, top-k, router, groups, shared experts."""
+    router = f"{c['scoring_func']} router"
+    if c.get("routed_scaling_factor", 1.0) != 1.0:
+        router += f" (weights x {c['routed_scaling_factor']:g})"
+    if c.get("n_group", 1) > 1:
+        router += f", experts in {c['n_group']} groups, at most {plural(c['topk_group'], 'group')} per token"
+    shared = c["n_shared_experts"]
+    return (f"{c['num_experts']} experts, top-{c['top_k']}, {router}, "
+            f"{plural(shared, 'shared expert') if shared else 'no shared expert'}")
+
+
 def format_table(result: dict, timings: bool = True, errors: bool = True) -> str:
     """The report as text: one block per strategy, one row per rank.
 
@@ -366,11 +402,13 @@ def format_table(result: dict, timings: bool = True, errors: bool = True) -> str
     that the text is the same on every run (what a notebook's checked cell prints).
     """
     c = result["config"]
-    ranks = f"{result['world_size']} rank{'s' if result['world_size'] != 1 else ''}"
-    lines = [f"expert parallelism on {ranks} ({result['launcher']}, device {result['device']}): "
-             f"{c['num_experts']} experts, top-{c['top_k']}, {c['scoring_func']} router, "
-             f"{c['n_shared_experts']} shared, {c['tokens_per_rank']} tokens per rank, hidden_size {c['hidden_size']}, "
-             f"{c['dtype']}"]
+    lines = [f"expert parallelism on {plural(result['world_size'], 'rank')} ({result['launcher']}, device "
+             f"{result['device']}): {block_description(c)}; {c['tokens_per_rank']} tokens per rank, "
+             f"hidden_size {c['hidden_size']}, {c['dtype']}"]
+    if result.get("ranks_reached"):
+        spread = ", ".join(f"{plural(j + 1, 'rank')} for {plural(count, 'token')}"
+                           for j, count in enumerate(result["ranks_reached"]) if count)
+        lines.append(f"ranks holding each token's experts: {spread}")
     for name, s in result["strategies"].items():
         how = DESCRIPTIONS[name]
         if name == "alltoall" and result["device"] != "Ascend":
@@ -384,7 +422,7 @@ def format_table(result: dict, timings: bool = True, errors: bool = True) -> str
         lines.append(f"{header}  rows per expert")
         for row in s["ranks"]:
             first, last = row["experts"]
-            line = (f"{row['rank']:>4}  {f'{first}-{last - 1}':<8}{row['rows']:>5}{row['padded_rows']:>7}"
+            line = (f"{row['rank']:>4}  {expert_span(first, last):<8}{row['rows']:>5}{row['padded_rows']:>7}"
                     f"{row['bytes_sent'] / 1024:>10.2f}{row['bytes_received'] / 1024:>10.2f}"
                     + (f"{row['alltoall_bytes'] / 1024:>14.2f}" if row["alltoall_bytes"] is not None else f"{'-':>14}"))
             if timings:
@@ -436,9 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_arguments(a)
         result = run_ep(a.world_size, tokens_per_rank=cfg.tokens_per_rank, hidden_size=cfg.hidden_size,
                         intermediate_size=cfg.intermediate_size, num_experts=cfg.num_experts, top_k=cfg.top_k,
-                        scoring_func=cfg.scoring_func, n_shared_experts=cfg.n_shared_experts, seed=cfg.seed,
-                        strategy=a.strategy, repeats=a.repeats, timeout=a.timeout, launcher=a.launcher,
-                        fail_rank=a.fail_rank, keep_logs=a.keep_logs)
+                        scoring_func=cfg.scoring_func, n_shared_experts=cfg.n_shared_experts,
+                        routed_scaling_factor=cfg.routed_scaling_factor, n_group=cfg.n_group,
+                        topk_group=cfg.topk_group, seed=cfg.seed, strategy=a.strategy, repeats=a.repeats,
+                        timeout=a.timeout, launcher=a.launcher, fail_rank=a.fail_rank, keep_logs=a.keep_logs)
         print(format_table(result))
         if a.out:
             write_json(a.out, result)

@@ -75,6 +75,27 @@ def expert_range(num_experts: int, world_size: int, rank: int) -> tuple[int, int
     return rank * per_rank, (rank + 1) * per_rank
 
 
+def ranks_reached(indices, num_experts: int, world_size: int) -> np.ndarray:
+    """How many distinct ranks each token's chosen experts live on (its own rank included), shape ``[N]``.
+
+    ``indices [N, K]``: the chosen experts (a ``Tensor`` or an array); rank ``r`` owns the contiguous block
+    ``expert_range(num_experts, world_size, r)``. The same count gives the *nodes* a token reaches when
+    ``world_size`` is the number of nodes (a node holds a contiguous block of experts too). Group-limited
+    routing with one group per rank (``n_group = world_size``) keeps it at most ``topk_group``.
+    """
+    expert_range(num_experts, world_size, 0)  # checks that world_size divides num_experts
+    ids = np.asarray(indices.asnumpy() if hasattr(indices, "asnumpy") else indices)
+    if ids.ndim != 2:
+        raise ValueError(f"indices must have shape (tokens, top_k), got shape {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= num_experts):
+        raise ValueError(f"indices must be expert ids in [0, {num_experts}), got values from {ids.min()} to "
+                         f"{ids.max()}")
+    owner = ids.astype(np.int64) // (num_experts // world_size)
+    hit = np.zeros((ids.shape[0], world_size), bool)
+    hit[np.arange(ids.shape[0])[:, None], owner] = True
+    return hit.sum(1)
+
+
 def ring_bytes(op: str, payload_bytes: int, world_size: int) -> int:
     """Bytes one rank sends (and, symmetrically, receives) in a ring implementation of ``op``.
 
@@ -249,6 +270,8 @@ class EPStats:
     rows_processed: int
     padded_rows: int = 0  # alltoall: rows sent only to make the blocks equal (zeros)
     records: list[CommRecord] = field(default_factory=list)
+    # ranks_reached[j]: this rank's tokens whose experts live on j + 1 distinct ranks (own rank included)
+    ranks_reached: list[int] = field(default_factory=list)
 
     @property
     def bytes_sent(self) -> int:
@@ -260,15 +283,17 @@ class EPStats:
 
 
 class ExpertParallelMoE:
-    """The expert-parallel version of a ``MoELayer``: same router and shared experts, this rank's slice of
-    the routed experts.
+    """The expert-parallel version of a ``MoELayer``: the layer's own router and shared experts, this rank's
+    slice of the routed experts.
 
     Built from a full ``MoELayer`` made with the same seed on every rank (a real system would load only
-    its slice from a checkpoint). Dropless only: a capacity limit would need a global count per expert.
+    its slice from a checkpoint). Any router the layer has works unchanged (softmax, sigmoid, group-limited,
+    with a selection bias or a routed scaling factor): routing goes through ``layer.route_tensors``.
+    Dropless only: a capacity limit would need a global count per expert.
     ``ep(x_local, strategy)`` returns this rank's output rows and an ``EPStats``. The output is
     ``layer.add_shared_experts(x_local, routed)``: the block is assembled by the layer itself, so a
     shared expert cannot be forgotten; shared experts are replicated (DeepSeek-V3 and openPangu have one,
-    a single FFN that every token needs: splitting it would only add communication).
+    a single FFN that every token needs: each rank applies it to its own tokens, with no communication).
     """
 
     def __init__(self, layer, comm: Communicator):
@@ -317,9 +342,11 @@ class ExpertParallelMoE:
                    "fused": self._forward_fused}[strategy]
         indices, weights = self._route(x)
         routed, counts, padded = forward(x, indices, weights)
-        out = self.layer.add_shared_experts(x, routed)
+        out = self.layer.add_shared_experts(x, routed)  # shared experts: this rank's tokens, no communication
+        reached = np.bincount(ranks_reached(indices, self.num_experts, self.comm.world_size),
+                              minlength=self.comm.world_size + 1)[1:]
         stats = EPStats(strategy, [int(c) for c in counts], int(counts.sum()), int(padded),
-                        self.comm.take_records())
+                        self.comm.take_records(), [int(c) for c in reached])
         return out, stats
 
     def _route(self, x):

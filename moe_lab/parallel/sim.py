@@ -12,8 +12,13 @@ Atlas 800T A2 server):
 * every device holds ``tokens`` tokens; each sends ``tokens * top_k`` rows of ``hidden_size`` values to the
   owners of their experts (dispatch) and gets as many back (combine). A row that stays on its own
   device costs nothing; one to another device of the same node crosses the intra-node links (HCCS on
-  Atlas A2); the rest leaves the node (network). No node-limited routing (DeepSeek-V3) and no hierarchical
-  send (the fused dispatch's "hierarchy" algorithm): these are the plain all-to-all volumes.
+  Atlas A2); the rest leaves the node (network). ``a2a_volume`` counts this plain all-to-all.
+* nodes a token reaches (``nodes_reached``, ``network_copies``): a dispatch that sends one copy of a token
+  to each node holding one of its experts, which forwards it inside the node (DeepSeek-V3, arXiv
+  2412.19437 section 3.2.2), crosses the network once per such node, not once per expert. Group-limited
+  routing with one group per node (``n_group`` = nodes, ``topk_group`` = M) bounds that to M copies.
+  These take routing decisions (the ``indices`` of a real router); ``expected_nodes_reached`` is the
+  closed form for a router without groups that picks its ``top_k`` experts uniformly at random.
 * load imbalance: rows each device's experts process, max / mean (1.0 = perfect).
 
 Functions map data to numbers (``a2a_volume``, ``step_volume``, ``device_loads``, ...); the figures and
@@ -23,11 +28,13 @@ the dashboard that wires them to widgets are in ``moe_lab.viz.ep``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import comb
 
 import numpy as np
 
-from moe_lab.checks import check_choice, check_float, check_int
+from moe_lab.checks import check_bool, check_choice, check_float, check_int
 from moe_lab.core.params import expert_params
+from moe_lab.parallel.layer import ranks_reached
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 # int8 dispatch (MoeDistributeDispatch quant_mode=2) also sends one float32 scale per row (dynamic_scales)
@@ -117,6 +124,55 @@ def imbalance(loads) -> float:
     """Max over mean of the loads (1.0 = perfectly even). The slowest device sets the pace of the step."""
     loads = np.asarray(loads, np.float64)
     return float(loads.max() / loads.mean()) if loads.mean() > 0 else 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Nodes a token reaches (node-limited routing)
+
+
+def nodes_reached(indices, num_experts: int, nodes: int) -> np.ndarray:
+    """Distinct nodes holding each token's chosen experts, shape ``[N]``.
+
+    ``indices [N, K]``: the router's choices; node ``n`` holds the contiguous experts
+    ``[n E / nodes, (n + 1) E / nodes)`` (contiguous placement, ``devices_per_node`` devices each).
+    """
+    nodes = check_int("nodes", nodes, minimum=1)
+    return ranks_reached(indices, num_experts, nodes)
+
+
+def expected_nodes_reached(num_experts: int, top_k: int, nodes: int) -> float:
+    """Mean of ``nodes_reached`` when a token's ``top_k`` experts are ``top_k`` different experts drawn
+    uniformly at random (no group limit): ``nodes * (1 - C(E - E/nodes, K) / C(E, K))``, since a node is
+    missed only when all K experts fall among the other nodes' ``E - E/nodes``."""
+    num_experts = check_int("num_experts", num_experts, minimum=1)
+    top_k = check_int("top_k", top_k, minimum=1, maximum=num_experts)
+    nodes = check_int("nodes", nodes, minimum=1, maximum=num_experts)
+    if num_experts % nodes:
+        raise ValueError(f"nodes must divide num_experts={num_experts}; got nodes={nodes}")
+    others = num_experts - num_experts // nodes
+    return nodes * (1.0 - comb(others, top_k) / comb(num_experts, top_k))
+
+
+def network_copies(indices, num_experts: int, nodes: int, source_nodes, *, per_node: bool = True) -> np.ndarray:
+    """Copies of each token that cross the network in one dispatch (the combine sends as many back), ``[N]``.
+
+    ``source_nodes [N]``: the node each token starts on. ``per_node=False``: one row per chosen expert
+    (the plain all-to-all): the experts that are not on the token's own node. ``per_node=True``: one copy
+    per node that holds one of its experts, forwarded inside that node (DeepSeek-V3's dispatch): the
+    distinct nodes other than its own. Group-limited routing with one group per node keeps the second
+    at most ``topk_group``.
+    """
+    check_bool("per_node", per_node)
+    nodes = check_int("nodes", nodes, minimum=1)
+    reached = nodes_reached(indices, num_experts, nodes)  # also checks indices and nodes
+    ids = np.asarray(indices.asnumpy() if hasattr(indices, "asnumpy") else indices).astype(np.int64)
+    src = np.asarray(source_nodes).reshape(-1)
+    if src.shape != (ids.shape[0],) or src.min(initial=0) < 0 or src.max(initial=0) >= nodes:
+        raise ValueError(f"source_nodes must be {ids.shape[0]} node numbers in [0, {nodes}), got shape {src.shape}")
+    on_own_node = ids // (num_experts // nodes) == src[:, None]
+    if not per_node:
+        return (~on_own_node).sum(1)
+    return reached - on_own_node.any(1)
 
 
 # ---------------------------------------------------------------------------------------------

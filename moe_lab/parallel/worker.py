@@ -19,8 +19,9 @@ import numpy as np
 from mindspore import Tensor
 
 from moe_lab.ascend.backend import detect_backend
+from moe_lab.checks import check_choice, check_float, check_int
 from moe_lab.core.layer import MoELayer
-from moe_lab.core.routers import SCORING_FUNCS
+from moe_lab.core.routers import SCORING_FUNCS, check_groups
 from moe_lab.env import setup
 from moe_lab.parallel.layer import Communicator, ExpertParallelMoE
 
@@ -33,6 +34,8 @@ def make_tokens(num_tokens: int, hidden_size: int, seed: int = 0) -> np.ndarray:
 
 @dataclass
 class WorkerConfig:
+    """The block every rank builds and the tokens it routes (the config words of ``MoELayer``)."""
+
     tokens_per_rank: int = 16
     hidden_size: int = 32
     intermediate_size: int = 64
@@ -41,15 +44,43 @@ class WorkerConfig:
     scoring_func: str = "softmax"
     n_shared_experts: int = 0
     seed: int = 0
+    routed_scaling_factor: float = 1.0
+    n_group: int = 1  # group-limited routing: the experts in n_group groups, a token uses at most topk_group
+    topk_group: int = 1
     strategies: tuple[str, ...] = ("allgather",)
     repeats: int = 3
     fail_rank: int | None = None  # for tests: this rank raises after joining the job
+
+    @property
+    def topk_method(self) -> str:
+        """How the router selects: plain top-k without groups; with groups, DeepSeek-V3's rule for sigmoid
+        scores (``noaux_tc``) and DeepSeek-V2's for softmax (``group_limited_greedy``), as ``MoELayer``."""
+        if self.n_group == 1:
+            return "greedy"
+        return "noaux_tc" if self.scoring_func == "sigmoid" else "group_limited_greedy"
+
+
+def check_config(cfg: WorkerConfig) -> WorkerConfig:
+    """Check the layer's settings before any process starts; every error names the argument and its value."""
+    check_int("tokens_per_rank", cfg.tokens_per_rank, minimum=1)
+    check_int("hidden_size", cfg.hidden_size, minimum=1)
+    check_int("intermediate_size", cfg.intermediate_size, minimum=1)
+    experts = check_int("num_experts", cfg.num_experts, minimum=1)
+    check_int("top_k", cfg.top_k, minimum=1, maximum=experts)
+    check_choice("scoring_func", cfg.scoring_func, SCORING_FUNCS)
+    check_int("n_shared_experts", cfg.n_shared_experts, minimum=0)
+    check_int("seed", cfg.seed, minimum=0)
+    check_float("routed_scaling_factor", cfg.routed_scaling_factor, minimum=0.0, strict=True)
+    check_groups(experts, cfg.top_k, cfg.topk_method, cfg.n_group, cfg.topk_group)
+    return cfg
 
 
 def build_layer(cfg: WorkerConfig) -> MoELayer:
     """The full layer every rank builds from the same seed (each keeps its slice of the routed experts)."""
     return MoELayer(cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.top_k,
-                    scoring_func=cfg.scoring_func, n_shared_experts=cfg.n_shared_experts, seed=cfg.seed)
+                    scoring_func=cfg.scoring_func, n_shared_experts=cfg.n_shared_experts,
+                    routed_scaling_factor=cfg.routed_scaling_factor, topk_method=cfg.topk_method,
+                    n_group=cfg.n_group, topk_group=cfg.topk_group, seed=cfg.seed)
 
 
 def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,13 +92,30 @@ def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=2, help="experts per token")
     parser.add_argument("--scoring-func", default="softmax", help=f"router scores: {', '.join(SCORING_FUNCS)}")
     parser.add_argument("--n-shared-experts", type=int, default=0, help="always-on shared experts (replicated)")
+    parser.add_argument("--routed-scaling-factor", type=float, default=1.0,
+                        help="multiplies the routed experts' combine weights (openPangu, DeepSeek-V3: 2.5)")
+    parser.add_argument("--n-group", type=int, default=1,
+                        help="group-limited routing: number of expert groups (1 = no limit)")
+    parser.add_argument("--topk-group", type=int, default=1, help="group-limited routing: groups a token may use")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the tokens")
 
 
 def config_from_arguments(a: argparse.Namespace, **extra) -> WorkerConfig:
     """A ``WorkerConfig`` from the options of ``add_layer_arguments`` (plus ``extra`` fields)."""
-    return WorkerConfig(a.tokens_per_rank, a.hidden_size, a.intermediate_size, a.num_experts, a.top_k,
-                        a.scoring_func, a.n_shared_experts, a.seed, **extra)
+    return WorkerConfig(tokens_per_rank=a.tokens_per_rank, hidden_size=a.hidden_size,
+                        intermediate_size=a.intermediate_size, num_experts=a.num_experts, top_k=a.top_k,
+                        scoring_func=a.scoring_func, n_shared_experts=a.n_shared_experts, seed=a.seed,
+                        routed_scaling_factor=a.routed_scaling_factor, n_group=a.n_group,
+                        topk_group=a.topk_group, **extra)
+
+
+def layer_arguments(cfg: WorkerConfig) -> list[str]:
+    """``cfg`` as the command-line options of ``add_layer_arguments`` (what the CLI passes to each rank)."""
+    return ["--tokens-per-rank", str(cfg.tokens_per_rank), "--hidden-size", str(cfg.hidden_size),
+            "--intermediate-size", str(cfg.intermediate_size), "--num-experts", str(cfg.num_experts),
+            "--top-k", str(cfg.top_k), "--scoring-func", cfg.scoring_func,
+            "--n-shared-experts", str(cfg.n_shared_experts), "--routed-scaling-factor", repr(cfg.routed_scaling_factor),
+            "--n-group", str(cfg.n_group), "--topk-group", str(cfg.topk_group), "--seed", str(cfg.seed)]
 
 
 def _atomic_write_json(path: str, data) -> None:
@@ -101,6 +149,7 @@ def run_worker(cfg: WorkerConfig, out_dir: str) -> dict:
         results[strategy] = {
             "output": out.asnumpy().tolist(),
             "expert_load": stats.expert_load,
+            "ranks_reached": stats.ranks_reached,
             "rows_processed": stats.rows_processed,
             "padded_rows": stats.padded_rows,
             "bytes_sent": stats.bytes_sent,

@@ -1,5 +1,9 @@
 """Figures and the dashboard of expert parallelism at scale (notebook 06): bytes per device, load per
-device, a real msrun run. Numbers come from ``moe_lab.parallel.sim``; this module only draws and wires."""
+device, a real msrun run. Numbers come from ``moe_lab.parallel.sim``; this module only draws and wires.
+
+Legends sit outside the axes (``LEGEND_OUTSIDE``) and the mean line is named in the title: a legend
+inside a bar chart covers whichever bars happen to be under it (``tests/test_ep_sim.py`` checks that
+no legend overlaps a bar)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,12 @@ from moe_lab.parallel.sim import (
 )
 from moe_lab.viz.widgets import Dashboard
 
+LEGEND_OUTSIDE = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
 # ---------------------------------------------------------------------------------------------
 # Figures (pure: numbers -> Figure)
 
@@ -28,20 +38,21 @@ def fig_volume_vs_ep(eps, tokens: int, hidden_size: int, top_k: int, *, num_expe
                        devices_per_node=devices_per_node, dispatch_dtype=dtype, combine_dtype=dtype) for ep in eps]
     intra = np.array([v.dispatch["intra"] + v.combine["intra"] for v in vols]) / MIB
     inter = np.array([v.dispatch["inter"] + v.combine["inter"] for v in vols]) / MIB
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    fig, ax = plt.subplots(figsize=(7.2, 3.4))
     x = np.arange(len(eps))
     ax.bar(x, intra, color="tab:blue", label="intra-node (HCCS)")
     ax.bar(x, inter, bottom=intra, color="tab:red", label="inter-node (network)")
-    ax.set_xticks(x, [f"EP {ep}\n{-(-ep // devices_per_node)} node(s)" for ep in eps])
+    ax.set_xticks(x, [f"EP {ep}\n{plural(v.nodes, 'node')}" for ep, v in zip(eps, vols, strict=True)])
     ax.set_ylabel("MiB sent per device per layer")
-    ax.set_title(f"dispatch + combine, {tokens} tokens/device, top-{top_k}, hidden_size {hidden_size}, {dtype}")
-    ax.legend(loc="lower right")
+    ax.set_title(f"dispatch + combine, {tokens} tokens/device, top-{top_k}, hidden_size {hidden_size}, {dtype}",
+                 fontsize=9)
+    ax.legend(**LEGEND_OUTSIDE, fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def fig_device_loads(loads, title: str = "", ax=None):
-    """Bars: rows per device, with the mean; the title gives max / mean."""
+    """Bars: rows per device, with the mean as a dashed line; the title gives max / mean."""
     loads = np.asarray(loads, np.float64)
     own = ax is None
     if own:
@@ -50,14 +61,13 @@ def fig_device_loads(loads, title: str = "", ax=None):
         ax.bar(np.arange(loads.size), loads, color="tab:green", width=0.85)
     else:  # hundreds of bars draw slowly; one filled outline looks the same
         ax.stairs(loads, np.arange(loads.size + 1) - 0.5, fill=True, color="tab:green")
-    ax.axhline(loads.mean(), color="black", lw=1, ls="--", label="mean")
+    ax.axhline(loads.mean(), color="black", lw=1, ls="--")
     if loads.size <= 16:
         ax.set_xticks(np.arange(loads.size))
     ax.set_xlabel("device (EP rank)")
     ax.set_ylabel("rows processed")
-    ax.set_title(f"{title}{'  ' if title else ''}max/mean = {imbalance(loads):.2f}")
+    ax.set_title(f"{title}{'  ' if title else ''}max/mean = {imbalance(loads):.2f} (dashed: mean)")
     ax.set_ylim(0, max(loads.max() * 1.15, 1.0))
-    ax.legend(loc="upper right")
     if own:
         fig.tight_layout()
         return fig
@@ -68,9 +78,10 @@ def fig_run(result: dict):
     """The real msrun run: rows each rank's experts processed, and bytes each rank sent, per strategy."""
     names = list(result["strategies"])
     ranks = [row["rank"] for row in result["strategies"][names[0]]["ranks"]]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.0, 3.0))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.8, 3.0))
     rows = [row["rows"] for row in result["strategies"][names[0]]["ranks"]]
-    fig_device_loads(rows, "rows per rank", ax=ax1)
+    fig_device_loads(rows, "rows per rank:", ax=ax1)
+    ax1.title.set_fontsize(9)
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         sent = [row["bytes_sent"] / 1024 for row in result["strategies"][name]["ranks"]]
@@ -78,8 +89,8 @@ def fig_run(result: dict):
     ax2.set_xticks(np.arange(len(ranks)) + width * (len(names) - 1) / 2, [str(r) for r in ranks])
     ax2.set_xlabel("rank")
     ax2.set_ylabel("KiB sent per forward")
-    ax2.set_title("bytes sent (ring accounting)")
-    ax2.legend(loc="lower right")
+    ax2.set_title("bytes sent (ring accounting)", fontsize=9)
+    ax2.legend(**LEGEND_OUTSIDE, title="strategy", fontsize=8, title_fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -97,11 +108,11 @@ def fig_sim(sim: SimResult):
         bottom += vals
     ax1.set_xticks([0, 1], ["dispatch", "combine"])
     ax1.set_ylabel("MiB sent per device per layer")
-    ax1.set_title(f"EP {v.ep} on {v.nodes} node(s): {v.inter_fraction:.0%} leaves the node", fontsize=9)
-    ax1.legend(loc="lower right", fontsize=8)
+    ax1.set_title(f"EP {v.ep} on {plural(v.nodes, 'node')}: {v.inter_fraction:.0%} leaves the node", fontsize=9)
+    ax1.legend(**LEGEND_OUTSIDE, fontsize=8)
     fig_device_loads(sim.loads, "rows per device:", ax=ax2)
-    ax2.set_title(f"rows per device: max/mean = {sim.sampled_imbalance:.2f} (expected {sim.expected_imbalance:.2f})",
-                  fontsize=9)
+    ax2.set_title(f"rows per device: max/mean = {sim.sampled_imbalance:.2f} (expected "
+                  f"{sim.expected_imbalance:.2f}; dashed: mean)", fontsize=9)
     fig.tight_layout()
     return fig
 
