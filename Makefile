@@ -84,6 +84,8 @@ checkpoint: install
 ep: install
 	$(PY) -m moe_lab ep --world-size 2
 	$(PY) -m moe_lab ep --world-size 4
+	$(PY) -m moe_lab ep --world-size 4 --scoring-func sigmoid --routed-scaling-factor 2.5 --n-shared-experts 1 \
+		--top-k 3 --n-group 4 --topk-group 2
 
 app: install
 	$(PY) -m voila notebooks/app_expert_load.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866

@@ -6,16 +6,12 @@ from mindspore import Tensor
 from moe_lab.exercises import nb08
 
 
-def test_orange_pi_dispatch():
-    assert nb08.check_orange_pi_dispatch("sorted")
-    assert nb08.check_orange_pi_dispatch(" Sorted ")
-    fused = nb08.check_orange_pi_dispatch("fused")
-    assert not fused and "ascend310b column" in fused.message
-    assert "backend or tier" in nb08.check_orange_pi_dispatch("cpu").message
-    assert "not the default" in nb08.check_orange_pi_dispatch("dense").message
-    assert "not a dispatch path" in nb08.check_orange_pi_dispatch("gpu").message
-    assert "expected a dispatch path name" in nb08.check_orange_pi_dispatch(3).message
-    assert "no answer yet" in nb08.check_orange_pi_dispatch(None).message
+def test_gating_fits():
+    assert nb08.gating_fits() is False  # 64 experts need 8 groups in FusedAddTopKDiv; the router has 4
+    assert nb08.check_gating_fits(False)
+    assert "limits one by one" in nb08.check_gating_fits(True).message
+    assert "True or False" in nb08.check_gating_fits("no").message
+    assert "no answer yet" in nb08.check_gating_fits(None).message
 
 
 def test_expanded_row_idx():

@@ -379,7 +379,7 @@ def require_fused(backend: Backend | None = None) -> Backend:
     if not backend.can_run_fused:
         raise RuntimeError(
             "dispatch='fused' needs the compiled Ascend MoE operators (MoeInitRoutingV2, GroupedMatmulV4, "
-            "MoeTokenUnpermute), which exist on Atlas A2/A3 and (fp16) Atlas 300I Duo boards; this machine's "
+            "MoeTokenUnpermute), which exist on Atlas A2/A3 and (fp16) Atlas 300I Duo boards; the "
             f"backend is {backend.name} ({backend.reason}). Use dispatch='sorted', or run the same pipeline "
             "with the CPU reference operators: moe_lab.ascend.fused.fused_moe(..., "
             "kernels=moe_lab.ascend.fused.REFERENCE_KERNELS).")

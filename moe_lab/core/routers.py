@@ -195,7 +195,7 @@ class Router(nn.Cell):
         logits, probs, indices, weights = self.route_tensors(x)
         return Routing(logits, probs, indices, weights, ops.ones(indices.shape, ms.bool_))
 
-    def extra_repr(self) -> str:
+    def extend_repr(self) -> str:
         groups = f", {self.topk_method}, n_group={self.n_group}, topk_group={self.topk_group}" \
             if self.topk_method != "greedy" else ""
         return (f"{self.scoring_func}, hidden_size={self.hidden_size}, num_experts={self.num_experts}, "

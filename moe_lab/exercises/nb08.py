@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from moe_lab.ascend import ops_ref as ascend_ref
-from moe_lab.ascend.backend import Backend, tier_of_soc
+from moe_lab.ascend.fused import gating_plan
+from moe_lab.core.routers import SigmoidRouter
 from moe_lab.exercises import Feedback, as_array, check_number, right, unanswered, wrong
 
-DISPATCH_PATHS = ("loop", "dense", "sorted", "fused", "capacity")
+# Exercise 1: a DeepSeek-V3-style router (sigmoid, group score = sum of the two best) of this size
+EX1 = dict(num_experts=64, top_k=8, n_group=4, topk_group=2)
 
 # Exercise 2: three tokens, top-2
 EX2_EXPERT_IDX = np.array([[2, 0], [0, 1], [2, 1]], np.int32)
@@ -17,30 +19,28 @@ EX2_EXPERT_IDX = np.array([[2, 0], [0, 1], [2, 1]], np.int32)
 EX3 = dict(num_tokens=4, top_k=2, token=1, slot=1)
 
 
-def check_orange_pi_dispatch(answer) -> Feedback:
-    """Exercise 1: the default dispatch path of MoELayer on an Orange Pi AIpro (SoC ascend310b)."""
-    name = "Orange Pi dispatch"
+def gating_fits() -> bool:
+    """Whether FusedAddTopKDiv can route ``EX1``'s router on an Atlas A2 (``moe_lab.ascend.fused.gating_plan``)."""
+    router = SigmoidRouter(8, EX1["num_experts"], EX1["top_k"], topk_method="noaux_tc", n_group=EX1["n_group"],
+                           topk_group=EX1["topk_group"], routed_scaling_factor=2.5)
+    return gating_plan(router, "ascend910b").kernel == "FusedAddTopKDiv"
+
+
+def check_gating_fits(answer) -> Feedback:
+    """Exercise 1: can FusedAddTopKDiv route a DeepSeek-V3-style router with 64 experts in 4 groups on an A2?"""
+    name = "FusedAddTopKDiv limits"
     missing = unanswered(name, answer)
     if missing is not None:
         return missing
-    if not isinstance(answer, str):
-        return wrong(name, f"expected a dispatch path name (a string such as 'dense'), got {type(answer).__name__}.")
-    tier = tier_of_soc("ascend310b")
-    expected = Backend(name=f"ascend-{tier}", device="Ascend", soc="ascend310b", tier=tier).default_dispatch
-    answer = answer.strip().lower()
+    if not isinstance(answer, bool):
+        return wrong(name, f"answer True or False, got {answer!r}.")
+    expected = gating_fits()
     if answer == expected:
-        return right(name, f"'{expected}': the 310B registers no fused MoE operator, so the layer sorts by expert "
-                           "with ordinary operators (which do run on the NPU).")
-    if answer == "fused":
-        return wrong(name, "'fused' needs MoeInitRoutingV2, GroupedMatmulV4 and MoeTokenUnpermute: look at the "
-                           "ascend310b column of the table.")
-    if answer in ("cpu", "ascend", "auto", "npu-basic"):
-        return wrong(name, f"'{answer}' is a backend or tier, not a dispatch path; the paths are "
-                           f"{', '.join(DISPATCH_PATHS[:4])}.")
-    if answer in ("loop", "dense"):
-        return wrong(name, f"'{answer}' works everywhere, but it is not the default: which path does only the "
-                           "work an MoE needs, with ordinary operators?")
-    return wrong(name, f"{answer!r} is not a dispatch path; the paths are {', '.join(DISPATCH_PATHS[:4])}.")
+        return right(name, "no: from 32 experts on, the kernel works with exactly 8 groups, and this router has 4 "
+                           "(64 experts would fit 8 groups of 8). The fused path routes it with ordinary operators."
+                     if not expected else "yes: it is within every limit of the kernel.")
+    return wrong(name, "check the kernel's limits one by one: experts divisible by the groups, at most 32 per "
+                       "group, and how many groups it needs from 32 experts on.")
 
 
 def check_expanded_row_idx(answer) -> Feedback:
