@@ -21,6 +21,9 @@ CHECK_TAG = "nbval-check-output"
 # absolute local paths must not leak into stored outputs (they differ on every machine)
 LOCAL_PATH = re.compile(r"(/work/|/root/|/home/|/tmp/|/Users/|[A-Z]:\\\\Users)")
 MAX_SECONDS = 90
+# A learner reads about MoE, never about the team's process: words that belong in issues, not in a lesson.
+PROCESS_WORDS = re.compile(r"(?i:research notes|speed targets?\b|\btarget (<=|>=)|targets of the course|"
+                           r"the issue\b|not kept in the repository)|\bTODO\b|\bFIXME\b")
 
 
 def build(src: Path, out: Path) -> None:
@@ -129,6 +132,13 @@ def check(path: Path) -> list[str]:
             if LOCAL_PATH.search(text):
                 problems.append(f"code cell {i} output contains an absolute local path: "
                                 f"{LOCAL_PATH.search(text).group(0)!r}")
+    for i, cell in enumerate(nb["cells"], 1):
+        texts = ["".join(cell["source"])] if cell["cell_type"] == "markdown" else [
+            _text_of(out) for out in cell.get("outputs", [])]
+        for text in texts:
+            match = PROCESS_WORDS.search(text)
+            if match:
+                problems.append(f"cell {i} speaks about the project, not to a learner: {match.group(0)!r}")
     if not any(CHECK_TAG in c.get("metadata", {}).get("tags", []) for c in code):
         problems.append(f"no code cell is tagged {CHECK_TAG}: nbval would compare nothing")
     markdown = [("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "markdown"]
