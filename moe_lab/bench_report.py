@@ -191,7 +191,8 @@ def _fmt(v, spec: str) -> str:
 
 
 def results_markdown(results: dict) -> str:
-    """The whole ``RESULTS.md``: machine, configuration, table, the dense-FFN comparison, scaling, breakdown. Notebook 03."""
+    """The whole ``RESULTS.md``: machine, configuration, table, the dense-FFN comparison, scaling, breakdown.
+    Notebook 03."""
     cfg, mach = results["config"], results["machine"]
     load = results.get("load_avg_1min", {})
     lines = [
