@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
 	$(PY) -m ipykernel install --sys-prefix --name moe-lab --display-name "MoE Lab (MindSpore)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name moe-lab-zh --display-name "MoE Lab (MindSpore, 中文)" \
+		--env MOE_LAB_LANG zh >/dev/null
 	@mkdir -p $(VENV)/share/jupyter/lab/settings
 	@echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
 		> $(VENV)/share/jupyter/lab/settings/overrides.json
@@ -88,7 +90,9 @@ ep: install
 		--top-k 3 --n-group 4 --topk-group 2
 
 app: install
-	$(PY) -m voila notebooks/app_expert_load.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866
+	$(PY) -m voila notebooks/app_expert_load.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866 \
+		--MappingKernelManager.cull_idle_timeout=300 --MappingKernelManager.cull_interval=60 \
+		--MappingKernelManager.cull_connected=False
 
 # Regenerate the Hugging Face fixtures of tests/fixtures/ with transformers' own MoE blocks (tests/fixtures/README.md).
 # torch and transformers go into a venv of their own: the course never imports them.

@@ -28,19 +28,35 @@ if quiet_logs(host_signals()):
 os.environ.setdefault("MS_DEV_HOST_BLOCKING_RUN", "1")
 
 import matplotlib  # noqa: E402
+import matplotlib.font_manager as font_manager  # noqa: E402
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 
 from moe_lab.ascend.backend import detect_backend, set_device  # noqa: E402
 from moe_lab.checks import check_int  # noqa: E402
+from moe_lab.i18n import set_language  # noqa: E402
+
+# Fonts with Chinese glyphs, most common first (Debian/Ubuntu's fonts-wqy-microhei, which `make test` installs;
+# Noto/Source Han; Windows and macOS system fonts)
+CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Microsoft YaHei",
+             "SimHei", "PingFang SC", "Heiti SC")
 
 
-def setup(seed: int = 0, device: str | None = None) -> dict:
-    """Prepare a notebook or test: device, seeds (NumPy and MindSpore), rounded printing, figure size.
+def cjk_font() -> str | None:
+    """The first installed font of ``CJK_FONTS`` (matplotlib's font list), or None."""
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in installed), None)
 
-    Returns a small dict describing the environment (MindSpore version, device, backend).
+
+def setup(seed: int = 0, device: str | None = None, lang: str | None = None) -> dict:
+    """Prepare a notebook or test: device, seeds (NumPy and MindSpore), rounded printing, figure size, and the
+    language of everything the package prints or draws (``lang``: ``"en"`` or ``"zh"``; default the environment
+    variable ``MOE_LAB_LANG``, else English).
+
+    Returns a small dict describing the environment (MindSpore version, device, backend, language).
     """
     seed = check_int("seed", seed, minimum=0)
+    lang = set_language(lang)
     backend = detect_backend()
     device = set_device(backend.device if device is None else device)
     ms.set_seed(seed)
@@ -48,4 +64,13 @@ def setup(seed: int = 0, device: str | None = None) -> dict:
     np.set_printoptions(precision=4, suppress=True, linewidth=110)
     matplotlib.rcParams.update({"figure.figsize": (6.4, 3.6), "figure.dpi": 90, "axes.grid": True,
                                 "grid.alpha": 0.3})
-    return {"mindspore": ms.__version__, "numpy": np.__version__, "device": device, "backend": backend.name}
+    if lang == "zh":
+        font = cjk_font()
+        if font is None:
+            print("moe_lab: no font with Chinese characters found, so Chinese text in plots shows as boxes; install "
+                  "one (Debian/Ubuntu: sudo apt-get install fonts-wqy-microhei) and restart the kernel")
+        else:  # Chinese glyphs from the CJK font, Latin ones from DejaVu Sans as everywhere else in the course
+            matplotlib.rcParams["font.sans-serif"] = [font, "DejaVu Sans"]
+            matplotlib.rcParams["axes.unicode_minus"] = False
+    return {"mindspore": ms.__version__, "numpy": np.__version__, "device": device, "backend": backend.name,
+            "lang": lang}
