@@ -7,7 +7,7 @@ reference), ``moe_lab.balance``, ``moe_lab.lm``, ``moe_lab.viz``, ``moe_lab.para
 ``moe_lab.ascend``.
 """
 
-from moe_lab.env import setup  # first: decides MindSpore's log level before MindSpore is imported
+from moe_lab.env import repo_path, setup  # first: decides MindSpore's log level before MindSpore is imported
 
 # isort: split
 from moe_lab.core.experts import Expert, Experts, SharedExperts
@@ -18,4 +18,4 @@ from moe_lab.core.routers import Router, Routing, SigmoidRouter, SoftmaxRouter
 __version__ = "0.2.0"
 
 __all__ = ["Expert", "Experts", "MoELayer", "ParamCount", "Router", "Routing", "SharedExperts", "SigmoidRouter",
-           "SoftmaxRouter", "count_params", "moe_layer_params", "setup", "__version__"]
+           "SoftmaxRouter", "count_params", "moe_layer_params", "repo_path", "setup", "__version__"]

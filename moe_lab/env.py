@@ -6,6 +6,7 @@ Introduced in notebook 01 (first code cell). Importing ``moe_lab`` imports this 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from moe_lab.ascend.host import HostSignals, host_signals
 
@@ -35,6 +36,18 @@ import numpy as np  # noqa: E402
 from moe_lab.ascend.backend import detect_backend, set_device  # noqa: E402
 from moe_lab.checks import check_int  # noqa: E402
 from moe_lab.i18n import set_language  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def repo_path(*parts: str) -> Path:
+    """A path inside the course's repository, e.g. ``repo_path("data", "models")``: the same from every folder
+    (the English notebooks, the Chinese ones in ``notebooks/zh``, a test, a script)."""
+    path = REPO.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"{'/'.join(parts)} is not in the repository ({REPO.name}/{'/'.join(parts)})")
+    return path
+
 
 # Fonts with Chinese glyphs, most common first (Debian/Ubuntu's fonts-wqy-microhei, which `make test` installs;
 # Noto/Source Han; Windows and macOS system fonts)

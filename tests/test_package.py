@@ -124,3 +124,12 @@ def test_the_names_the_notebooks_use_are_importable_from_moe_lab():
     for name in ("setup", "MoELayer", "Expert", "Experts", "SharedExperts", "SoftmaxRouter", "SigmoidRouter",
                  "Routing", "count_params", "moe_layer_params"):
         assert hasattr(moe_lab, name), name
+
+
+def test_repo_path_finds_the_data_from_any_folder(tmp_path, monkeypatch):
+    import moe_lab
+
+    monkeypatch.chdir(tmp_path)  # a notebook in notebooks/zh, or any other working directory
+    assert moe_lab.repo_path("data", "models", "mixtral-8x7b", "config.json").is_file()
+    with pytest.raises(FileNotFoundError, match="data/nowhere is not in the repository"):
+        moe_lab.repo_path("data", "nowhere")
