@@ -11,10 +11,12 @@ sys.path.insert(0, str(ROOT / "tools"))
 import nbtools  # noqa: E402
 
 
-def _notebook(tmp_path, cells, **meta):
+def _notebook(tmp_path, cells, folder="", **meta):
     nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = nbtools.KERNEL_ZH if folder == "zh" else nbtools.KERNEL
     nb.metadata.update(meta)
-    path = tmp_path / "nb.ipynb"
+    (tmp_path / folder).mkdir(exist_ok=True)
+    path = tmp_path / folder / "nb.ipynb"
     path.write_text(nbformat.writes(nb))
     return path
 
@@ -57,3 +59,14 @@ def test_build_export_round_trip(tmp_path):
     assert nb["metadata"]["kernelspec"]["name"] == "moe-lab"
     assert "print(2)" in nbtools.export(out)
 
+
+
+def test_the_chinese_edition_is_checked_in_chinese(tmp_path):
+    code = _good_cells()[1]
+    zh = [nbformat.v4.new_markdown_cell("# 标题\n学完本笔记本，你将能够：相加。"), code,
+          nbformat.v4.new_markdown_cell("## 练习\n1. ...")]
+    assert nbtools.check(_notebook(tmp_path, zh, folder="zh")) == []
+    english_kernel = nbtools.check(_notebook(tmp_path, zh, folder="zh", kernelspec=nbtools.KERNEL))
+    assert english_kernel == ["the kernel must be 'moe-lab-zh' (the zh edition's)"]
+    problems = " | ".join(nbtools.check(_notebook(tmp_path, _good_cells(), folder="zh")))
+    assert "'你将能够'" in problems and "Exercises" in problems

@@ -1,6 +1,7 @@
 """Notebook tooling for MoE Lab: build from percent-format source, execute, clean, check hygiene.
 
-    python tools/nbtools.py build SRC.py OUT.ipynb   # percent format (# %%, # %% [markdown], tags=[...])
+    python tools/nbtools.py build SRC.py OUT.ipynb   # percent format (# %%, # %% [markdown], tags=[...]);
+                                                     # OUT in notebooks/zh/ gets the Chinese kernel
     python tools/nbtools.py export NB.ipynb          # print the notebook as percent-format source
     python tools/nbtools.py execute NB.ipynb ...     # fresh kernel, top to bottom, store outputs, clean
     python tools/nbtools.py check NB.ipynb ...       # hygiene check (run by `make test`)
@@ -11,12 +12,27 @@ The .ipynb files in notebooks/ are the source of truth; `build`/`export` are edi
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
 KERNEL = {"name": "moe-lab", "display_name": "MoE Lab (MindSpore)", "language": "python"}
+# The Chinese edition (notebooks/zh/): the same code cells, run by a kernel that sets MOE_LAB_LANG=zh
+KERNEL_ZH = {"name": "moe-lab-zh", "display_name": "MoE Lab (MindSpore, 中文)", "language": "python"}
+# What the first and the closing cells must say, per edition
+OPENING = {"en": "you will be able to", "zh": "你将能够"}
+EXERCISES = {"en": r"^#+ .*exercises", "zh": r"^#+ .*练习"}
+
+
+def edition(path: Path) -> str:
+    """``"zh"`` for a notebook of the Chinese edition (a ``zh`` folder), else ``"en"``."""
+    return "zh" if path.parent.name == "zh" else "en"
+
+
+def kernel_for(path: Path) -> dict:
+    return KERNEL_ZH if edition(path) == "zh" else KERNEL
 CHECK_TAG = "nbval-check-output"
 # absolute local paths must not leak into stored outputs (they differ on every machine)
 LOCAL_PATH = re.compile(r"(/work/|/root/|/home/|/tmp/|/Users/|[A-Z]:\\\\Users)")
@@ -57,7 +73,7 @@ def build(src: Path, out: Path) -> None:
             lines.append(line)
     flush()
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = KERNEL
+    nb.metadata["kernelspec"] = kernel_for(out)
     nb.metadata["language_info"] = {"name": "python"}
     out.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
 
@@ -77,10 +93,10 @@ def export(path: Path) -> str:
     return "\n".join(parts)
 
 
-def clean(nb: dict) -> dict:
+def clean(nb: dict, kernel: dict = KERNEL) -> dict:
     """Drop volatile metadata: widget state (breaks static renderers), execution timings."""
     nb["metadata"].pop("widgets", None)
-    nb["metadata"]["kernelspec"] = KERNEL
+    nb["metadata"]["kernelspec"] = kernel
     for cell in nb["cells"]:
         cell.get("metadata", {}).pop("execution", None)
         cell.get("metadata", {}).pop("collapsed", None)
@@ -96,10 +112,19 @@ def execute(path: Path) -> float:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, kernel_name="python3", timeout=600,
                             resources={"metadata": {"path": str(path.parent)}})
+    # the kernel inherits this process's environment: the edition's language, as its kernelspec sets it
+    saved = os.environ.get("MOE_LAB_LANG")
+    os.environ["MOE_LAB_LANG"] = edition(path)
     start = time.perf_counter()
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        if saved is None:
+            os.environ.pop("MOE_LAB_LANG", None)
+        else:
+            os.environ["MOE_LAB_LANG"] = saved
     seconds = time.perf_counter() - start
-    data = clean(json.loads(nbformat.writes(nb)))
+    data = clean(json.loads(nbformat.writes(nb)), kernel_for(path))
     tmp = path.with_suffix(".ipynb.tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)  # never leave a half-written notebook
@@ -142,9 +167,12 @@ def check(path: Path) -> list[str]:
     if not any(CHECK_TAG in c.get("metadata", {}).get("tags", []) for c in code):
         problems.append(f"no code cell is tagged {CHECK_TAG}: nbval would compare nothing")
     markdown = [("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "markdown"]
-    if not markdown or "you will be able to" not in markdown[0].lower():
-        problems.append("the first cell must say what the learner will be able to do ('you will be able to')")
-    if not any(re.search(r"^#+ .*exercises", m, re.I | re.M) for m in markdown[-4:]):
+    lang = edition(path)
+    if nb.get("metadata", {}).get("kernelspec", {}).get("name") != kernel_for(path)["name"]:
+        problems.append(f"the kernel must be {kernel_for(path)['name']!r} (the {lang} edition's)")
+    if not markdown or OPENING[lang] not in markdown[0].lower():
+        problems.append(f"the first cell must say what the learner will be able to do ({OPENING[lang]!r})")
+    if not any(re.search(EXERCISES[lang], m, re.I | re.M) for m in markdown[-4:]):
         problems.append("the notebook must end with an 'Exercises' section")
     return problems
 
