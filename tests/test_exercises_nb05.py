@@ -8,28 +8,36 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from moe_lab.exercises import nb05  # noqa: E402
-from moe_lab.lm import CHECKPOINT_DIR  # noqa: E402
+from moe_lab.lm import CHECKPOINT_DIR, DOMAINS  # noqa: E402
 from moe_lab.viz.dashboards import RoutingDashboard  # noqa: E402
 from moe_lab.viz.simulate import simulate_routing  # noqa: E402
 
 
 @pytest.mark.parametrize("checker", [nb05.check_capacity, nb05.check_min_capacity_factor, nb05.check_temperature,
-                                     nb05.check_app_max_mean, nb05.check_app_best_balancing])
+                                     nb05.check_chinese_top_share, nb05.check_app_max_mean,
+                                     nb05.check_app_best_balancing])
 def test_placeholder_is_unanswered(checker):
     fb = checker(None)
     assert not fb and "no answer yet" in fb.message
 
 
 def test_capacity():
-    assert nb05.check_capacity(160)
-    assert "balanced load" in nb05.check_capacity(128).message
-    assert "forgets top-k" in nb05.check_capacity(80).message
-    assert "too large" in nb05.check_capacity(161).message
-    assert not nb05.check_capacity("160")
+    # 1000 tokens, 16 experts, top-2, capacity factor 1.1: ceil(1.1 * 1000 * 2 / 16) = ceil(137.5)
+    assert nb05.check_capacity(138)
+    assert "balanced load" in nb05.check_capacity(125).message
+    assert "forgets top-k" in nb05.check_capacity(69).message
+    assert "round up (ceil)" in nb05.check_capacity(137.5).message
+    assert "rounds down" in nb05.check_capacity(137).message
+    assert "too large" in nb05.check_capacity(139).message
+    assert not nb05.check_capacity("138")
+
+
+def test_capacity_answer_is_not_a_setting_the_notebook_draws():
+    """The notebook's pictures show 512 tokens; exercise 1 must not be readable off them."""
+    assert nb05.EX1["num_tokens"] != 512
 
 
 def test_min_capacity_factor_is_the_first_dropless_grid_point():
@@ -71,15 +79,18 @@ def test_app_best_balancing():
     assert "answer 'aux' or 'bias'" in nb05.check_app_best_balancing("none").message
 
 
-def test_chinese_expert():
+def test_chinese_top_share():
     if not (CHECKPOINT_DIR / "model.ckpt").exists():
+        print(f"skipped: the trained checkpoint {CHECKPOINT_DIR.name}/model.ckpt is missing (make checkpoint)")
         pytest.skip(f"the trained checkpoint {CHECKPOINT_DIR.name}/model.ckpt is missing (make checkpoint)")
-    counts = nb05.model_domain_counts()[-1]
-    chinese = counts[1]
-    best = int(np.argmax(chinese))
-    assert nb05.check_chinese_expert(best)
-    worst = int(np.argmin(chinese))
-    fb = nb05.check_chinese_expert(worst)
-    assert not fb and "of the Chinese slots" in fb.message
-    assert "the model has experts" in nb05.check_chinese_expert(99).message
-    assert "expected an expert number" in nb05.check_chinese_expert("1").message
+    counts, top_k = nb05.model_domain_counts()
+    chinese = counts[-1][DOMAINS.index("chinese")]
+    share = 100 * chinese.max() / chinese.sum()
+    assert share <= 100 / top_k + 1e-9  # k slots per token, to k different experts
+    assert nb05.check_chinese_top_share(round(share))
+    assert nb05.check_chinese_top_share(share + 0.9)
+    fb = nb05.check_chinese_top_share(100 / top_k + 5)  # e.g. a first-choice share read off the heatmap
+    assert not fb and "first choices only" in fb.message
+    assert "looks like a fraction" in nb05.check_chinese_top_share(share / 100).message
+    assert "not the busiest expert's share" in nb05.check_chinese_top_share(share - 10).message
+    assert "expected a percentage" in nb05.check_chinese_top_share("37").message

@@ -1,4 +1,7 @@
-"""moe_lab.viz: each plot draws the data it is given (checked on the artists) and rejects bad shapes."""
+"""moe_lab.viz.figures: each plot draws the data it is given (checked on the artists), rejects bad shapes,
+keeps its legend off the data and its characters legible."""
+
+import io
 
 import matplotlib
 
@@ -39,9 +42,9 @@ def test_expert_load_bars_capacity_and_drops():
     np.testing.assert_array_equal(bar_heights(ax, "processed"), [40, 10, 40, 20])
     np.testing.assert_array_equal(bar_heights(ax, "dropped"), [10, 0, 40, 0])
     lines = hlines(ax)
-    assert lines["capacity = 40"] == 40
-    assert lines["perfect balance = 40.0"] == pytest.approx(40.0)
-    assert ax.get_title() == "dropped 50 of 160 slots (31.2%), max/mean load 2.00"
+    assert lines["capacity"] == 40
+    assert lines["perfect balance"] == pytest.approx(40.0)
+    assert ax.get_title() == "capacity 40: dropped 50 of 160 slots (31.2%), max/mean load 2.00"
     assert ax.get_xlabel() == "expert" and ax.get_ylabel() == "token slots"
 
 
@@ -134,12 +137,20 @@ def test_confidence_histogram_counts_top1_and_topk_mass():
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(4), size=200)
     ax = viz.plot_confidence_histogram(probs, top_k=2, bins=10).axes[0]
-    heights = np.array([p.get_height() for p in ax.containers[0].patches])
-    np.testing.assert_array_equal(heights, np.histogram(probs.max(1), bins=np.linspace(0, 1, 11))[0])
+    steps = {p.get_label(): p.get_data() for p in ax.patches}
+    edges = np.linspace(0, 1, 11)
+    np.testing.assert_array_equal(steps["top-1 probability"].values, np.histogram(probs.max(1), bins=edges)[0])
+    np.testing.assert_allclose(steps["top-1 probability"].edges, edges)
+    top2 = np.sort(probs, 1)[:, -2:].sum(1)
+    np.testing.assert_array_equal(steps["top-2 mass"].values, np.histogram(top2, bins=edges)[0])
     uniform = [ln for ln in ax.get_lines() if ln.get_label() == "uniform = 1/4"]
     assert uniform and uniform[0].get_xdata()[0] == 0.25
-    assert any(p.get_label() == "top-2 mass" for p in ax.patches)
     assert ax.get_title() == f"router confidence: mean top-1 = {probs.max(1).mean():.2f}"
+
+
+def test_confidence_histogram_fixed_top():
+    ax = viz.plot_confidence_histogram(np.full((4, 2), 0.5), ylim=10).axes[0]
+    assert ax.get_ylim() == (0, 10)
 
 
 def test_confidence_histogram_bad_top_k():
@@ -270,6 +281,11 @@ def test_load_history_plots_max_over_mean():
     line = next(ln for ln in ax.get_lines() if ln.get_label() == "max/mean load")
     np.testing.assert_allclose(line.get_ydata(), [1.5, 1.25, 1.0])
     assert ax.get_title() == "balancing: max/mean 1.50 -> 1.00"
+    assert ax.get_xlim() == (0, 2) and ax.get_ylim() == (0.9, 4.0)
+    # a fixed frame (the dashboard's): the steps slider's maximum and a chosen top
+    ax = viz.plot_load_history(history, max_steps=20, ylim=8.0).axes[0]
+    assert ax.get_xlim() == (0, 20) and ax.get_ylim() == (0.9, 8.0)
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # steps are whole numbers
     with pytest.raises(ValueError, match="history must have 2 dimension"):
         viz.plot_load_history([1, 2])
 
@@ -291,11 +307,113 @@ def test_text_experts_fixed_frame_keeps_the_tile_size():
     assert ax.get_ylim() == (-5, 0) and ax.get_xlim()[1] == pytest.approx(20.8)
 
 
+def test_text_grid_lines():
+    cells, lines, cut = viz.text_grid("ab\ncd", width=10, max_lines=4)
+    assert [c[:2] for c in cells] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)] and lines == 2 and not cut
+    assert viz.text_grid("", 5, 3) == ([], 1, False)
+    cells, lines, cut = viz.text_grid("x" * 12, width=5, max_lines=2)
+    assert len(cells) == 10 and lines == 2 and cut
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        viz.text_grid("a", 0, 1)
+
+
+def glyph_heights(fig, ax):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return [t.get_window_extent(renderer).height for t in ax.texts]
+
+
+def test_text_experts_fill_their_tiles_and_have_no_empty_band():
+    """The characters were ~7 px over a band of empty lines: now the font follows the tile and a
+    figure made here has the text's lines only."""
+    text = "one line\nand a second"
+    fig = viz.plot_text_experts(text, np.zeros(len(text), int), 2, width=20, max_lines=8)
+    ax = fig.axes[0]
+    assert ax.get_ylim() == (-2, 0)  # 2 lines of text, 2 lines of grid
+    tile_px = ax.get_window_extent().height / 2
+    assert min(glyph_heights(fig, ax)) >= 0.5 * tile_px
+    assert fig.dpi * viz.TILE_INCHES[1] == pytest.approx(tile_px, rel=0.02)
+    legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    tiles = [p.get_window_extent() for p in ax.patches]
+    assert legend.x0 >= max(t.x1 for t in tiles)  # right of the grid, over no tile
+
+
+def test_text_samples_stack_grids_of_equal_tiles():
+    samples = {"short": ("ab", [0, 1]), "three lines": ("a\nb\nc", [0, 1, 1, 0, 0]), "long": ("x" * 50, [1] * 50)}
+    fig = viz.plot_text_samples(samples, 2, width=20, max_lines=4)
+    assert [ax.get_title(loc="left") for ax in fig.axes] == list(samples)
+    assert [ax.get_ylim()[0] for ax in fig.axes] == [-1, -3, -3]
+    heights = [ax.get_window_extent().height / -ax.get_ylim()[0] for ax in fig.axes]
+    assert max(heights) - min(heights) < 0.5  # the same tile height in every grid (pixels)
+    boxes = [ax.get_window_extent() for ax in fig.axes]
+    assert all(a.y0 > b.y1 for a, b in zip(boxes[:-1], boxes[1:], strict=True)), "grids overlap"
+    with pytest.raises(ValueError, match="samples must be a non-empty dict"):
+        viz.plot_text_samples({}, 2)
+    with pytest.raises(TypeError, match=r"samples\['a'\] must be a \(text, experts\) pair"):
+        viz.plot_text_samples({"a": "text"}, 2)
+
+
+# ----------------------------------------------------------------------------- legends never cover data
+
+def legend_problems(fig) -> list[str]:
+    """Legends that overlap any axes' data area, or stick out of the figure (on the drawn figure)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    problems = []
+    for i, ax in enumerate(fig.axes):
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        for j, other in enumerate(fig.axes):
+            if box.overlaps(other.get_window_extent(renderer)):
+                problems.append(f"the legend of axes {i} covers the data area of axes {j}")
+        if not (box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1):
+            problems.append(f"the legend of axes {i} is cut by the figure's edge")
+        for label in (*ax.get_xticklabels(), ax.xaxis.label) if ax.axison else ():
+            if label.get_text() and box.overlaps(label.get_window_extent(renderer)):
+                problems.append(f"the legend of axes {i} covers an x label")
+    return problems
+
+
+def all_legend_figures():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(8) * 0.5, size=300)
+    history = np.array([[30, 10, 5], [25, 15, 5], [20, 10, 20]])
+    yield "expert load", viz.plot_expert_load([120, 40, 10, 30], capacity=119, ylim=130)
+    yield "expert load, capacity near the top", viz.plot_expert_load([30, 40, 10, 30], capacity=110, ylim=112)
+    yield "confidence", viz.plot_confidence_histogram(probs, top_k=2)
+    yield "confidence, near 1", viz.plot_confidence_histogram(np.eye(8)[rng.integers(0, 8, 300)] * 0.98 + 0.0025,
+                                                              top_k=2)
+    yield "layer load", viz.plot_layer_load(np.array([[90, 5, 3, 2], [1, 1, 1, 97]]))
+    yield "history", viz.plot_load_history(history)
+    yield "text", viz.plot_text_experts("abc\nde", [0, 1, 2, 3, 0, 1], 4)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.6))
+    axes = axes.ravel()
+    viz.plot_expert_load([120, 40, 10, 30], capacity=60, ax=axes[0])
+    viz.plot_confidence_histogram(probs, 2, ax=axes[1])
+    viz.plot_layer_load(np.array([[90, 5, 3, 2]]), ax=axes[2])
+    viz.plot_load_history(history, ax=axes[3])
+    fig.subplots_adjust(hspace=0.8, bottom=0.15)
+    yield "four panels", fig
+
+
+def test_no_legend_covers_data_or_labels():
+    for name, fig in all_legend_figures():
+        assert legend_problems(fig) == [], name
+        plt.close(fig)
+
+
+def test_legend_problems_can_fail():
+    fig, ax = plt.subplots()
+    ax.bar([0, 1], [5, 5], label="bars")
+    ax.legend(loc="upper right")
+    assert legend_problems(fig) == ["the legend of axes 0 covers the data area of axes 0"]
+
+
 # ----------------------------------------------------------------------------- redrawing on the same axes
 
 def png_of(fig) -> bytes:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=60)
     return buf.getvalue()
@@ -342,6 +460,52 @@ def test_clear_plot_then_redraw_is_the_fresh_picture(panel):
         assert png_of(kept_fig) == png_of(fresh_fig), f"{panel}: step {i} differs from a fresh axes"
         assert kept_ax.get_ylim() == fresh_ax.get_ylim() and kept_ax.get_title() == fresh_ax.get_title()
         plt.close(fresh_fig)
+
+
+# each panel's in-place update, with the arguments the dashboard passes
+UPDATES = {
+    "load": lambda d, ax: viz.update_expert_load(ax, d[3], d[5], d[4], ylim=3.0 * d[3].mean(),
+                                                 title=f"{d[3].sum()} slots\nsecond line"),
+    "heatmap": lambda d, ax: viz.update_routing_heatmap(ax, d[0], d[1], d[2], title="probs"),
+    "confidence": lambda d, ax: viz.update_confidence_histogram(ax, d[0], d[1].shape[1], ylim=40),
+    "history": lambda d, ax: viz.update_load_history(ax, d[6]),
+}
+FIXED_PANELS = PANELS | {"confidence": lambda d, ax: viz.plot_confidence_histogram(d[0], d[1].shape[1], ax=ax,
+                                                                                    ylim=40)}
+
+
+@pytest.mark.parametrize("panel", list(UPDATES))
+def test_update_in_place_is_the_fresh_picture(panel):
+    """Changing a plot's artists (bar heights, image data, step values, line data, texts) gives, pixel
+    for pixel, the plot drawn anew; an axes with a plot of another shape is left alone (False)."""
+    plot, update = FIXED_PANELS[panel], UPDATES[panel]
+    same_shape = [routing_data(8, 2, 12, 0), routing_data(8, 2, 12, 1), routing_data(8, 2, 30, 4),
+                  routing_data(8, 2, 5, 5)]
+    kept_fig, kept_ax = plt.subplots(figsize=(4, 3))
+    plot(same_shape[0], kept_ax)
+    for i, data in enumerate(same_shape[1:], 1):
+        assert update(data, kept_ax) is True
+        fresh_fig, fresh_ax = plt.subplots(figsize=(4, 3))
+        plot(data, fresh_ax)
+        assert png_of(kept_fig) == png_of(fresh_fig), f"{panel}: update {i} differs from a fresh plot"
+        plt.close(fresh_fig)
+    other = {"load": routing_data(4, 1, 30, 2), "heatmap": routing_data(4, 1, 30, 2),
+             "confidence": routing_data(8, 3, 12, 2), "history": None}[panel]
+    if other is not None:  # another number of experts or top-k: not this plot's shape
+        before = png_of(kept_fig)
+        assert update(other, kept_ax) is False
+        assert png_of(kept_fig) == before
+    empty_fig, empty_ax = plt.subplots()
+    assert update(same_shape[1], empty_ax) is False  # nothing drawn there yet
+
+
+def test_update_without_capacity_line_refuses_a_capacity():
+    fig, ax = plt.subplots()
+    viz.plot_expert_load([5, 3, 1], ylim=10)
+    viz.plot_expert_load([5, 3, 1], ax=ax, ylim=10)
+    assert viz.update_expert_load(ax, [5, 3, 1], capacity=4, ylim=10) is False
+    assert viz.update_expert_load(ax, [9, 3, 12], ylim=10) is True
+    assert [t.get_text() for t in ax.texts] == ["12"]  # the cut bar's count, the old ones gone
 
 
 def test_clear_plot_leaves_an_empty_axes():

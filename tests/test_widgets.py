@@ -1,8 +1,11 @@
 """moe_lab.viz (simulate, widgets, dashboards): the NumPy routing simulation matches MoELayer, balancing
-works, and no widget value makes a dashboard callback raise (every control stepped through its range, no
-browser needed)."""
+works, the dashboards show the same tokens as the notebook and the checkers, a kept figure redraws the
+picture a fresh figure draws (pixel for pixel), and no widget value makes a dashboard callback raise
+(every control stepped through its range from the kernel side, no browser needed)."""
 
 import base64
+import io
+import re
 
 import matplotlib
 
@@ -12,19 +15,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from moe_lab import balance  # noqa: E402
 from moe_lab.core import reference  # noqa: E402
 from moe_lab.core.capacity import expert_capacity, keep_mask  # noqa: E402
 from moe_lab.core.layer import MoELayer  # noqa: E402
 from moe_lab.core.reference import keep_numpy  # noqa: E402
+from moe_lab.exercises import nb05  # noqa: E402
 from moe_lab.lm import routes  # noqa: E402
 from moe_lab.lm.corpus import DOMAINS, load_corpus  # noqa: E402
 from moe_lab.lm.model import LMConfig, TinyMoELM  # noqa: E402
 from moe_lab.lm.routes import route_text  # noqa: E402
-from moe_lab.viz import dashboards, simulate  # noqa: E402
 from moe_lab.viz import figures as viz  # noqa: E402
+from moe_lab.viz import simulate  # noqa: E402
 from moe_lab.viz import widgets as vwidgets  # noqa: E402
+from moe_lab.viz.dashboards import SAMPLE_TEXTS, YOUR_TEXT, ModelDashboard, RoutingDashboard  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -137,10 +143,15 @@ def test_aux_gradient_matches_finite_differences():
 def test_bias_step_is_balance_bias_update():
     load = np.array([40.0, 10.0, 25.0, 25.0])
     run = simulate.simulate_balancing("bias", 1, num_tokens=50, num_experts=4, top_k=2, skew=2.0)
-    first = run.history[0].astype(np.float32)
+    first = run.train_loads[0].astype(np.float32)  # the training batch behind the one update
+    np.testing.assert_array_equal(first, simulate.simulate_routing(50, 4, 2, skew=2.0, seed=1).load())
     want = balance.bias_update(ms.Tensor(first), simulate.BIAS_RATE).asnumpy()
     np.testing.assert_allclose(run.selection_bias, want, atol=1e-7)
     assert balance.bias_update(ms.Tensor(load.astype(np.float32)), 1.0).asnumpy().tolist() == [-1, 1, 0, 0]
+    # the evaluation batch, routed with the new bias, is the last history row and the routing shown
+    again = simulate.simulate_routing(50, 4, 2, skew=2.0, seed=0, selection_bias=run.selection_bias)
+    np.testing.assert_array_equal(run.history[-1], again.load())
+    np.testing.assert_array_equal(run.routing.indices, again.indices)
 
 
 @pytest.mark.parametrize("method", ["aux", "bias"])
@@ -153,6 +164,21 @@ def test_balancing_reduces_the_skew(method):
     assert end < 0.7 * start
     assert end < 0.7 * balance.max_over_mean(none.history[-1])
     assert run.history.shape == (11, 8) and (run.history.sum(1) == 1024).all()
+    assert run.train_loads.shape == (10, 8)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 10])
+def test_no_balancing_is_the_plain_routing_whatever_the_steps(steps):
+    """The dashboard's batch for balancing "none" (any number of steps) is the notebook's batch."""
+    kw = {"num_tokens": 512, "num_experts": 8, "top_k": 2, "capacity_factor": 1.25, "skew": 1.0, "seed": 0}
+    run = simulate.simulate_balancing("none", steps, **kw)
+    plain = simulate.simulate_routing(**kw)
+    np.testing.assert_array_equal(run.routing.indices, plain.indices)
+    np.testing.assert_array_equal(run.routing.keep, plain.keep)
+    assert (run.history == plain.load()).all() and run.history.shape == (steps + 1, 8)
+    assert run.train_loads.shape == (0, 8)
+    # balancing with 0 steps changes nothing either
+    np.testing.assert_array_equal(simulate.simulate_balancing("aux", 0, **kw).routing.indices, plain.indices)
 
 
 def test_balancing_bad_method():
@@ -160,11 +186,24 @@ def test_balancing_bad_method():
         simulate.simulate_balancing("magic", 3, num_tokens=8, num_experts=2, top_k=1)
 
 
-# ----------------------------------------------------------------------------- the dashboard
+# ----------------------------------------------------------------------------- the routing dashboard
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def fresh_pixels(dash, values) -> np.ndarray:
+    """The picture of a new figure for ``values`` (a full draw, no kept state)."""
+    fig = dash.figure(**values)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return rgb
+
 
 @pytest.fixture
 def dash():
-    return dashboards.RoutingDashboard(num_tokens=128)
+    return RoutingDashboard(num_tokens=128, quiet=True)
 
 
 def test_top_k_is_limited_to_the_number_of_experts(dash):
@@ -179,24 +218,26 @@ def test_top_k_is_limited_to_the_number_of_experts(dash):
     assert c["top_k"].max == 12 and c["top_k"].value == 3
 
 
-def test_every_control_through_its_range_redraws_without_error(dash):
+def test_every_control_through_every_value_redraws_without_error():
+    """What a learner can do with each control, from the kernel side: every value of every control
+    (the notebook's starting dashboard, 512 tokens)."""
+    dash = RoutingDashboard(num_tokens=512, seed=0, quiet=True)
     open_before = len(plt.get_fignums())
     n = dash.step_through()
     expected = sum(len(dash.control_values(name)) + 1 for name in dash.controls)
     # a value equal to the current one does not fire; all others redraw once
     assert n >= expected - 2 * len(dash.controls)
-    assert len(plt.get_fignums()) == open_before  # every figure closed
+    assert len(plt.get_fignums()) == open_before  # nothing left for the inline backend to show
     assert dash.values()["num_experts"] == 8 and dash.values()["top_k"] == 2  # restored
+    assert len(dash.timings) == dash.renders
 
 
 def test_every_experts_topk_pair_and_extreme_settings_draw(dash):
     for e in range(2, 17):
         for k in sorted({1, (e + 1) // 2, e}):
-            fig = dash.figure(num_experts=e, top_k=k, capacity_factor=0.5, dropless=False, temperature=0.25,
-                              noise=2.0, skew=3.0, balancing=("aux", "bias", "none")[e % 3], steps=e % 4)
-            if e in (2, 16):
-                fig.canvas.draw()  # the full render too (slower), at both ends of the range
-            plt.close(fig)
+            values = {"num_experts": e, "top_k": k, "capacity_factor": 0.5, "dropless": False, "temperature": 0.25,
+                      "noise": 2.0, "skew": 3.0, "balancing": ("aux", "bias", "none")[e % 3], "steps": e % 4}
+            assert pixels(dash.render_png(**values)).shape == (528, 800, 3)
     # a stale top_k larger than E (an observer order we do not control) is clipped, not an error
     fig = dash.figure(num_experts=2, top_k=8, capacity_factor=3.0, dropless=True, temperature=4.0, noise=0.0,
                       skew=0.0, balancing="bias", steps=20)
@@ -218,53 +259,110 @@ def test_figure_shows_the_simulation(dash):
     assert "after 5 aux steps" in load_ax.get_title()
 
 
-def test_quiet_dashboard_draws_but_never_displays(monkeypatch):
+def test_dashboard_shows_the_notebook_batch_and_the_checkers_numbers():
+    """Same settings, same tokens: with balancing none the panel's drops and max/mean are those of
+    simulate_routing (notebook section 2), whatever the update steps, and the exercise-2 checker
+    quotes the drops the dashboard shows."""
+    dash = RoutingDashboard(num_tokens=512, seed=0, quiet=True)
+    for steps in (0, 10, 20):
+        for cf in (1.25, 1.5):
+            values = dash.values() | {"capacity_factor": cf, "steps": steps}
+            title = dash.figure(**values).axes[0].get_title()
+            plain = simulate.simulate_routing(512, 8, 2, cf, skew=1.0, seed=0)
+            assert f"dropped {plain.dropped()} of 1024 slots" in title
+            assert f"max/mean {balance.max_over_mean(plain.load()):.2f}" in title
+            plt.close("all")
+    best = nb05.smallest_dropless_factor()
+    lower = dash.figure(**(dash.values() | {"capacity_factor": best - 0.25})).axes[0].get_title()
+    drops = int(re.search(r"dropped (\d+) of", lower).group(1))
+    assert f"one step lower drops {drops} slots" in nb05.check_min_capacity_factor(best).message
+    at_best = dash.figure(**(dash.values() | {"capacity_factor": best})).axes[0].get_title()
+    assert "dropped 0 of" in at_best
+
+
+def test_quiet_dashboard_renders_but_never_displays(monkeypatch):
     shown = []
-    monkeypatch.setattr(vwidgets, "show_png", lambda fig, dpi: shown.append(fig))
-    quiet = dashboards.RoutingDashboard(num_tokens=64, quiet=True)
+    monkeypatch.setattr(vwidgets, "show_png_bytes", lambda png: shown.append(png))
+    quiet = RoutingDashboard(num_tokens=64, quiet=True)
     assert quiet.renders == 1 and quiet.step_through(max_values=2) > 0 and shown == []
-    loud = dashboards.RoutingDashboard(num_tokens=64)
+    loud = RoutingDashboard(num_tokens=64)
     loud.controls["skew"].value = 2.0
     assert len(shown) == 2 and loud.renders == 2
     loud.step_through(max_values=2)
     assert len(shown) == 2  # stepping never displays, and the dashboard is loud again afterwards
     loud.controls["skew"].value = 1.5
     assert len(shown) == 3
+    assert pixels(shown[-1]).shape == (528, 800, 3)
 
 
-def test_redraw_reuses_one_figure_and_shows_the_fresh_picture(monkeypatch):
-    """Slider moves redraw one kept figure (not pyplot's); each PNG equals a new dashboard's figure
-    for the same values, across changes of E, top-k, dropless, balancing and an invalid top-k."""
-    shown, shown_figs = [], []
-
-    def show(fig, dpi):
-        shown.append(vwidgets.figure_png(fig, dpi))
-        shown_figs.append(fig)
-
-    monkeypatch.setattr(vwidgets, "show_png", show)
+def test_redraw_in_place_is_the_fresh_picture_pixel_for_pixel():
+    """Slider moves redraw one kept figure, mostly by pasting its background and drawing the data
+    only; after every move the picture equals a full draw of a new figure, across changes of E,
+    top-k, dropless, balancing, steps and an invalid top-k."""
     open_before = plt.get_fignums()
-    dash = dashboards.RoutingDashboard(num_tokens=96)
+    dash = RoutingDashboard(num_tokens=96, quiet=True)
     c = dash.controls
-    moves = [("skew", 2.0), ("num_experts", 12), ("top_k", 4), ("dropless", True), ("capacity_factor", 0.5),
-             ("dropless", False), ("balancing", "bias"), ("steps", 3), ("num_experts", 3), ("noise", 1.5),
-             ("temperature", 0.25), ("balancing", "none"), ("num_experts", 16)]
+    moves = [("skew", 2.0), ("skew", 2.25), ("temperature", 0.5), ("noise", 1.0), ("capacity_factor", 0.75),
+             ("num_experts", 12), ("top_k", 4), ("dropless", True), ("capacity_factor", 0.5), ("dropless", False),
+             ("balancing", "bias"), ("steps", 3), ("steps", 4), ("num_experts", 3), ("noise", 1.5),
+             ("temperature", 0.25), ("balancing", "none"), ("num_experts", 16), ("skew", 0.0), ("skew", 0.25)]
     for name, value in moves:
         c[name].value = value
-        fresh = dashboards.RoutingDashboard(num_tokens=96, quiet=True)
-        want = vwidgets.figure_png(fresh.figure(**dash.values()), dash.dpi)
-        assert shown[-1] == want, f"after {name}={value}: the redrawn PNG differs from a new figure's"
-    # lowering E to 3 also lowers top-k (4 -> 3): one more redraw
-    assert len(shown) == dash.renders > len(moves)
-    assert all(fig is shown_figs[0] for fig in shown_figs)  # one figure, redrawn
-    assert len(shown_figs[0].axes) == 4
-    assert plt.get_fignums() == open_before  # nothing left open for the inline backend to show again
+        got = pixels(dash.render_png(**dash.values()))
+        want = fresh_pixels(dash, dash.values())
+        assert got.shape == want.shape
+        differ = int((got != want).any(-1).sum())
+        assert differ == 0, f"after {name}={value}: {differ} pixels differ from a new figure's"
+    kept = dash._kept
+    assert kept.fast_draws >= 8 and kept.full_draws >= 4  # both paths were compared
+    assert plt.get_fignums() == open_before  # the kept figure is not pyplot's: nothing left to show again
     # the kept figure's artists are the routing numbers of the current values
     run = dash.run(**dash.values())
-    load_ax, heat_ax = shown_figs[0].axes[:2]
-    kept = [p.get_height() for p in load_ax.containers[0].patches]
-    np.testing.assert_array_equal(kept, run.routing.kept())
+    load_ax, heat_ax = kept.figure.axes[:2]
+    np.testing.assert_array_equal([p.get_height() for p in load_ax.containers[0].patches], run.routing.kept())
     np.testing.assert_allclose(heat_ax.images[0].get_array(), run.routing.probs[:48].T)
     assert len(heat_ax.images) == 1 and len(load_ax.containers) == 2  # old artists are gone
+
+
+def test_slider_moves_that_keep_the_frame_take_the_fast_path():
+    """Moves that keep the frame change the artists in place (the same bar, image and step objects)
+    and draw only the data; a new number of experts plots the panels anew and draws the frame."""
+    dash = RoutingDashboard(num_tokens=512, seed=0, quiet=True)
+    kept = dash._kept
+    full = kept.full_draws
+    load_ax, heat_ax, conf_ax, hist_ax = kept.figure.axes
+    artists = [load_ax.containers[0], heat_ax.images[0], conf_ax.patches[0], hist_ax.lines[0]]
+    for name, value in [("skew", 1.25), ("skew", 1.5), ("temperature", 1.25), ("noise", 0.25),
+                        ("capacity_factor", 1.5), ("balancing", "aux"), ("steps", 9), ("steps", 8)]:
+        dash.controls[name].value = value
+    assert kept.full_draws == full  # none of these changes a limit, a tick or a legend
+    now = [load_ax.containers[0], heat_ax.images[0], conf_ax.patches[0], hist_ax.lines[0]]
+    assert all(a is b for a, b in zip(artists, now, strict=True))
+    run = dash.run(**dash.values())
+    np.testing.assert_array_equal([p.get_height() for p in load_ax.containers[0]], run.routing.kept())
+    dash.controls["num_experts"].value = 6  # new x ticks: the background is drawn again
+    assert kept.full_draws == full + 1
+    assert load_ax.containers[0] is not artists[0] and len(load_ax.containers[0]) == 6
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_axis_labels_and_legends_are_inside_the_picture_for_every_number_of_experts(dash, top_k):
+    """The y label of the first panel was cut at E = 2 (4-digit tick labels); legends sit under the axes."""
+    for e in range(2, 17):
+        fig = dash.figure(**(dash.values() | {"num_experts": e, "top_k": top_k, "capacity_factor": 3.0}))
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        inside = fig.bbox
+        for ax in fig.axes:
+            for label in (ax.yaxis.label, ax.xaxis.label, *ax.get_yticklabels(), ax.title):
+                box = label.get_window_extent(renderer)
+                assert box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= 0 and box.y1 <= inside.y1, \
+                    (e, label.get_text())
+            legend = ax.get_legend()
+            if legend is not None:
+                box = legend.get_window_extent(renderer)
+                assert not box.overlaps(ax.bbox) and box.y0 >= 0, (e, "legend")
+        plt.close(fig)
 
 
 def test_mimebundle_has_the_widget_and_a_png_fallback(dash):
@@ -280,6 +378,111 @@ def test_control_values_cover_each_range(dash):
     assert dash.control_values("dropless") == [False, True]
     assert dash.control_values("balancing") == ["none", "aux", "bias"]
     assert dash.control_values("steps", max_values=3) == [0, 10, 20]
+
+
+# ----------------------------------------------------------------------------- KeptFigure on its own
+
+def simple_figure(fig, heights, ymax, label):
+    ax = fig.axes[0] if fig.axes else fig.add_subplot(1, 1, 1)
+    viz.clear_plot(ax)
+    ax.bar(range(len(heights)), heights, color="C1", edgecolor="black", label="bars")
+    ax.axhline(np.mean(heights), color="k", linestyle="--", label="mean")
+    ax.set_ylim(0, ymax)
+    ax.set_xlabel("x")
+    ax.set_title(f"{label}: total {sum(heights)}")
+    viz.legend_below(ax, ncol=2)
+    fig.subplots_adjust(bottom=0.3)
+    vwidgets.axis_below_data(fig)
+    return fig
+
+
+def test_kept_figure_equals_a_full_draw_and_redraws_the_frame_when_it_changes():
+    kept = vwidgets.KeptFigure((4.0, 3.0), dpi=72)
+    steps = [([3, 5, 2], 10, "a"), ([4, 1, 2], 10, "b"), ([4, 1, 9], 10, "c"), ([4, 1, 9], 12, "d"),
+             ([1, 1], 12, "e"), ([2, 2], 12, "f")]
+    paths = []
+    for heights, ymax, label in steps:
+        simple_figure(kept.figure, heights, ymax, label)
+        before = kept.full_draws
+        got = kept.rgba()[..., :3].copy()
+        paths.append("full" if kept.full_draws > before else "fast")
+        fresh = simple_figure(plt.figure(figsize=(4.0, 3.0), dpi=72), heights, ymax, label)
+        fresh.canvas.draw()
+        want = np.asarray(fresh.canvas.buffer_rgba())[..., :3]
+        assert (got == want).all(), f"step {label}: {(got != want).any(-1).sum()} pixels differ"
+    # a new y limit (d) and fewer bars (e: new x ticks) redraw the frame; data-only changes do not
+    assert paths == ["full", "fast", "fast", "full", "full", "fast"]
+    assert pixels(kept.render()).shape == (216, 288, 3)
+
+
+def test_frame_key_sees_limits_ticks_labels_and_legends():
+    def key_after(change):
+        fig = simple_figure(plt.figure(figsize=(4, 3)), [3, 2, 1], 5, "b")
+        change(fig.axes[0])
+        return vwidgets.frame_key(fig)
+
+    fig = simple_figure(plt.figure(figsize=(4, 3)), [1, 2, 3], 5, "a")
+    key = vwidgets.frame_key(fig)
+    simple_figure(fig, [3, 2, 1], 5, "b")
+    assert vwidgets.frame_key(fig) == key  # new data and title: same frame
+    assert key_after(lambda ax: ax.set_ylim(0, 6)) != key
+    assert key_after(lambda ax: ax.set_xlabel("other")) != key
+    assert key_after(lambda ax: ax.set_xticks([0, 1])) != key
+    assert key_after(lambda ax: ax.get_legend().get_texts()[0].set_text("renamed")) != key
+
+
+def test_data_artists_are_what_a_plot_function_adds():
+    fig, ax = plt.subplots()
+    viz.plot_expert_load([5, 3], capacity=4, ax=ax, title="t")
+    found = vwidgets.data_artists(ax)
+    assert ax.title in found and ax.patch not in found and ax.get_legend() not in found
+    assert not any(s in found for s in ax.spines.values())
+    assert all(p in found for p in ax.patches) and all(ln in found for ln in ax.lines)
+
+
+def test_rgba_png_round_trip_and_bad_input():
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    assert (pixels(vwidgets.rgba_png(rgba)) == rgba[..., :3]).all()
+    with pytest.raises(ValueError, match=r"rgba must be an \[H, W, 4\] uint8 array, got shape \(4, 6\)"):
+        vwidgets.rgba_png(np.zeros((4, 6), np.uint8))
+
+
+# ----------------------------------------------------------------------------- an exercise as widgets
+
+@pytest.mark.parametrize("text, want", [("", None), ("  ", None), ("3", 3), ("1.50", 1.5), ("2.0", 2.0),
+                                        ("1e2", 100.0), (" aux ", "aux"), ("True", True), ("false", False),
+                                        ("nan", "nan")])
+def test_parse_answer(text, want):
+    got = vwidgets.parse_answer(text)
+    assert got == want and type(got) is type(want)
+
+
+def test_parse_answer_bad_input():
+    with pytest.raises(TypeError, match="text must be a str, got int"):
+        vwidgets.parse_answer(3)
+
+
+def test_exercise_box_checks_on_enter_and_on_the_button():
+    box = vwidgets.ExerciseBox("<b>1.</b> question", nb05.check_app_best_balancing, placeholder="aux or bias")
+    assert "question" in box.question.value and box.feedback.value == ""
+    best = nb05.app_best_balancing()
+    box.answer.value = best  # what the browser sends on Enter
+    assert box.last and ">right<" in box.feedback.value
+    box.answer.value = "none"
+    assert not box.last and "not yet" in box.feedback.value and "answer &#x27;aux&#x27; or" in box.feedback.value
+    box.answer.value = ""
+    box.button.click()
+    assert box.last is None and box.feedback.value == "type an answer in the box first."
+    assert "application/vnd.jupyter.widget-view+json" in box._repr_mimebundle_()
+    with pytest.raises(TypeError, match="check must be a checker function"):
+        vwidgets.ExerciseBox("q", "not callable")
+
+
+def test_app_max_mean_box_takes_a_number():
+    box = vwidgets.ExerciseBox("q", nb05.check_app_max_mean)
+    box.answer.value = f"{nb05.app_max_mean():.2f}"
+    assert box.last
 
 
 # ----------------------------------------------------------------------------- the trained-model dashboard
@@ -322,7 +525,7 @@ def test_domain_expert_counts(tiny_lm, corpus):
 
 def test_model_dashboard_draws_the_routing(tiny_lm, corpus):
     counts = routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=2)
-    dash = dashboards.ModelDashboard(tiny_lm, counts)
+    dash = ModelDashboard(tiny_lm, counts, quiet=True)
     text = "hello 天地"
     fig = dash.figure(text=text, layer=0, expert=-1)
     text_ax, load_ax, dom_ax = fig.axes
@@ -336,16 +539,62 @@ def test_model_dashboard_draws_the_routing(tiny_lm, corpus):
     loads = np.stack([np.bincount(r.indices[li].reshape(-1), minlength=4) for li in range(2)])
     np.testing.assert_allclose(np.stack(shares, 1), loads / loads.sum(1, keepdims=True))
     np.testing.assert_allclose(dom_ax.images[0].get_array(), counts[0] / counts[0].sum(1, keepdims=True))
+    # characters fill their tiles (they were ~7 px): at 80 dpi a glyph of the grid is >= 11 px tall
+    fig.canvas.draw()
+    heights = [t.get_window_extent(fig.canvas.get_renderer()).height for t in text_ax.texts]
+    assert min(heights) >= 11
     # an empty text box is a message, not an error
     fig = dash.figure(text="", layer=1, expert=2)
     assert "type some text" in fig.axes[0].texts[0].get_text()
 
 
-def test_model_dashboard_controls_never_raise(tiny_lm, corpus):
-    dash = dashboards.ModelDashboard(tiny_lm, routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=1))
-    assert dash.step_through() >= len(dashboards.SAMPLE_TEXTS) + len(dashboards.EDGE_TEXTS)
-    dash.sample.value = "Chinese"
-    assert dash.controls["text"].value == dashboards.SAMPLE_TEXTS["Chinese"]
+EDGE_TEXTS = ("", "a", "\n\n", "🙂 emoji, é and ü", "天" * 150 + "the end", "x" * 500)
+
+
+def test_model_dashboard_every_control_and_odd_texts_never_raise(tiny_lm, corpus):
+    """Every layer, every expert, every sample and texts a learner may type (empty, one letter, only
+    newlines, emoji, a text longer than the panel), from the kernel side."""
+    dash = ModelDashboard(tiny_lm, routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=1), quiet=True)
+    redraws = dash.step_through(texts=[*SAMPLE_TEXTS.values(), *EDGE_TEXTS])
+    assert redraws >= len(SAMPLE_TEXTS) + len(EDGE_TEXTS) + 4
+    assert dash.text == SAMPLE_TEXTS["mixed"] and dash.sample.value == "mixed"  # restored
     assert dash.controls["expert"].options[-1] == ("expert 3", 3)
     with pytest.raises(ValueError, match=r"domain_counts must have shape \(layers, domains, experts\)"):
-        dashboards.ModelDashboard(tiny_lm, np.zeros((1, 4, 4)))
+        ModelDashboard(tiny_lm, np.zeros((1, 4, 4)))
+
+
+def test_text_box_button_and_sample_menu(tiny_lm, corpus, monkeypatch):
+    shown = []
+    monkeypatch.setattr(vwidgets, "show_png_bytes", lambda png: shown.append(png))
+    dash = ModelDashboard(tiny_lm, routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=1))
+    assert len(shown) == 1 and dash.sample.value == "mixed" and dash.text == SAMPLE_TEXTS["mixed"]
+    # a sample fills the box and is routed at once
+    dash.sample.value = "Chinese"
+    assert dash.text_box.value == dash.text == SAMPLE_TEXTS["Chinese"] and len(shown) == 2
+    # the learner's own text: the box sends it when it loses focus (or on the button): one redraw,
+    # and the menu says it is the learner's text
+    dash.text_box.value = "my own text\nwith a second line"
+    assert dash.text == "my own text\nwith a second line" and len(shown) == 3
+    assert dash.sample.value == YOUR_TEXT
+    dash.route_button.click()  # nothing new to route: no second redraw of the same text
+    assert len(shown) == 3
+    # back to a sample, then "your text" brings the learner's text back
+    dash.sample.value = "Python"
+    assert dash.text == SAMPLE_TEXTS["Python"] and len(shown) == 4
+    dash.sample.value = YOUR_TEXT
+    assert dash.text == "my own text\nwith a second line" and len(shown) == 5
+    # typing a sample's exact text names the sample
+    dash.text_box.value = SAMPLE_TEXTS["arithmetic"]
+    assert dash.sample.value == "arithmetic"
+    # the layer and expert controls redraw without running the model again
+    cached = len(dash._cache)
+    dash.controls["layer"].value = 0
+    dash.controls["expert"].value = 2
+    assert len(shown) == 8 and len(dash._cache) == cached
+
+
+def test_model_dashboard_before_a_text_was_routed_has_no_your_text(tiny_lm, corpus):
+    dash = ModelDashboard(tiny_lm, routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=1), quiet=True)
+    renders = dash.renders
+    dash.sample.value = YOUR_TEXT  # no text of the learner yet: nothing changes
+    assert dash.text == SAMPLE_TEXTS["mixed"] and dash.renders == renders

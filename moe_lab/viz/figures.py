@@ -11,10 +11,13 @@ unit-tested without a browser.
     fig = plot_confidence_histogram(probs, top_k=2)     # how sure the router is
     fig = plot_layer_load(loads)                        # [layers, experts] share of the load
     fig = plot_text_experts(text, experts, 4)           # each character coloured by its expert
+    fig = plot_text_samples({"English": (text, experts)}, 4)  # several texts, one grid each
     fig = plot_domain_expert_heatmap(counts, domains)   # which expert takes which domain
     fig = plot_load_history(history)                    # max/mean load over balancing steps
     fig = plot_capacity_sweep(sweep)                    # drops and output error vs capacity factor
     clear_plot(ax)                                      # empty ax again: a fast redraw on the same axes
+    update_expert_load(ax, load, capacity, ylim=500)    # the same picture by changing the artists (also
+                                                        # update_routing_heatmap, _confidence_histogram, _load_history)
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import matplotlib.font_manager as fm
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ft2font import FT2Font
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Patch, Rectangle, StepPatch
+from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import ScaledTranslation
 
 from moe_lab.checks import check_int
 from moe_lab.core.capacity_sweep import CapacitySweep
@@ -91,6 +96,32 @@ def _axes(ax, figsize):
     return ax.figure, ax
 
 
+LEGEND_FONTSIZE = 7.5
+
+
+def _points(size) -> float:
+    """A font size from rcParams (10, "medium", ...) in points."""
+    return fm.FontProperties(size=size).get_size_in_points()
+
+
+def legend_below(ax, ncol: int, **kwargs):
+    """The legend in rows under the x tick labels (and the x label, if any): outside the data area.
+
+    Inside the axes a legend covered bars, the capacity line or the histogram at some settings of the
+    dashboard (whichever corner it took); under the axes nothing the plot draws can reach it. Call it
+    after ``set_xlabel``: the gap is measured in points from rcParams (tick, pad, label sizes), so
+    it stays right whatever the axes' height.
+    """
+    rc = mpl.rcParams
+    depth = rc["xtick.major.size"] + rc["xtick.major.pad"] + 1.3 * _points(rc["xtick.labelsize"]) + 2
+    if ax.get_xlabel():
+        depth += rc["axes.labelpad"] + 1.3 * _points(rc["axes.labelsize"])
+    below = ax.transAxes + ScaledTranslation(0, -depth / 72, ax.figure.dpi_scale_trans)
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncol=ncol,
+                     fontsize=LEGEND_FONTSIZE, frameon=False, borderaxespad=0.0, columnspacing=1.2,
+                     handlelength=1.6, **kwargs)
+
+
 def clear_plot(ax) -> None:
     """Remove what a plot function of this module drew on ``ax``, keep the axes itself.
 
@@ -131,19 +162,8 @@ def expert_colors(num_experts: int) -> np.ndarray:
 # 1. tokens per expert, with the capacity line and the dropped slots
 
 
-def plot_expert_load(load, capacity: int | None = None, kept=None, *, ax=None, ylim: float | None = None,
-                     title: str | None = None):
-    """Bars of token slots per expert: processed (coloured) + dropped (red, hatched) + capacity line.
-
-    Args:
-        load: ``[E]`` slots routed to each expert before capacity (``Routing.load()``).
-        capacity: slots per expert (``Routing.capacity``), or None when dropless.
-        kept: ``[E]`` slots each expert processed (``Routing.kept()``); by default
-            ``min(load, capacity)``, which is what both drop policies give per expert.
-        ylim: fixed top of the y axis (dashboards keep the frame still); taller bars are cut and
-            their count written at the top.
-    A dashed line marks perfect balance (the mean); the title gives drops and max/mean.
-    """
+def _expert_load_data(load, capacity, kept):
+    """Checked ``(load, capacity, kept, dropped)`` of ``plot_expert_load``'s arguments."""
     load = _array("load", load, 1, integer=True)
     _nonnegative("load", load)
     if load.size == 0:
@@ -158,50 +178,103 @@ def plot_expert_load(load, capacity: int | None = None, kept=None, *, ax=None, y
         _nonnegative("kept", kept)
         if np.any(kept > load):
             raise ValueError("kept must not exceed load (an expert cannot process more slots than it was sent)")
-    dropped = load - kept
+    return load, capacity, kept, load - kept
+
+
+def _expert_load_title(load, capacity, dropped) -> str:
+    total, n_drop = int(load.sum()), int(dropped.sum())
+    mean = load.sum() / load.size
+    ratio = load.max() / mean if mean > 0 else 0.0
+    share = 100.0 * n_drop / total if total else 0.0
+    cap = "dropless" if capacity is None else f"capacity {capacity}"
+    return f"{cap}: dropped {n_drop} of {total} slots ({share:.1f}%), max/mean load {ratio:.2f}"
+
+
+CUT_LABEL = "cut bar"  # gid of the count written over a bar taller than the frame
+
+
+def _label_cut_bars(ax, load, ylim) -> None:
+    """Bars cut by the fixed frame: write how tall they are at the top."""
+    for e in np.flatnonzero(load > ylim):
+        ax.annotate(f"{load[e]}", (e, ylim), xytext=(0, -2), textcoords="offset points", ha="center",
+                    va="top", fontsize=7, fontweight="bold", gid=CUT_LABEL)
+
+
+def plot_expert_load(load, capacity: int | None = None, kept=None, *, ax=None, ylim: float | None = None,
+                     title: str | None = None):
+    """Bars of token slots per expert: processed (coloured) + dropped (red, hatched) + capacity line.
+
+    Args:
+        load: ``[E]`` slots routed to each expert before capacity (``Routing.load()``).
+        capacity: slots per expert (``Routing.capacity``), or None when dropless.
+        kept: ``[E]`` slots each expert processed (``Routing.kept()``); by default
+            ``min(load, capacity)``, which is what both drop policies give per expert.
+        ylim: fixed top of the y axis (dashboards keep the frame still); taller bars are cut and
+            their count written at the top.
+    A dashed line marks perfect balance (the mean); the title gives the capacity, drops and max/mean.
+    The legend sits under the axes (``legend_below``). ``update_expert_load`` redraws it in place.
+    """
+    load, capacity, kept, dropped = _expert_load_data(load, capacity, kept)
     num_experts = load.size
     fig, ax = _axes(ax, (6.4, 3.2))
     x = np.arange(num_experts)
     ax.bar(x, kept, color=expert_colors(num_experts), edgecolor="black", linewidth=0.5, label="processed")
     ax.bar(x, dropped, bottom=kept, color="white", edgecolor=DROPPED_COLOR, hatch="///", linewidth=0.8,
            label="dropped")
-    mean = load.sum() / num_experts
-    ax.axhline(mean, color="0.3", linestyle="--", linewidth=1, label=f"perfect balance = {mean:.1f}")
+    # the values of the two lines are in the title, not in the legend: the legend stays the same
+    # while a slider moves (a dashboard draws it once, see ``moe_lab.viz.widgets.KeptFigure``)
+    ax.axhline(load.sum() / num_experts, color="0.3", linestyle="--", linewidth=1, label="perfect balance")
     if capacity is not None:
-        ax.axhline(capacity, color=DROPPED_COLOR, linewidth=1.5, label=f"capacity = {capacity}")
+        ax.axhline(capacity, color=DROPPED_COLOR, linewidth=1.5, label="capacity")
     if ylim is not None:
         ax.set_ylim(0, ylim)
-        for e in np.flatnonzero(load > ylim):  # bars cut by the fixed frame: say how tall they are
-            ax.annotate(f"{load[e]}", (e, ylim), xytext=(0, -2), textcoords="offset points", ha="center",
-                        va="top", fontsize=7, fontweight="bold")
+        _label_cut_bars(ax, load, ylim)
     ax.set_xticks(x if num_experts <= 32 else x[:: int(np.ceil(num_experts / 16))])
     ax.set_xlim(-0.6, num_experts - 0.4)
     ax.set_xlabel("expert")
     ax.set_ylabel("token slots")
-    total = int(load.sum())
-    n_drop = int(dropped.sum())
-    ratio = load.max() / mean if mean > 0 else 0.0
-    share = 100.0 * n_drop / total if total else 0.0
-    ax.set_title(title if title is not None else
-                 f"dropped {n_drop} of {total} slots ({share:.1f}%), max/mean load {ratio:.2f}")
-    ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    ax.set_title(title if title is not None else _expert_load_title(load, capacity, dropped))
+    legend_below(ax, ncol=4)
     return fig
+
+
+def update_expert_load(ax, load, capacity: int | None = None, kept=None, *, ylim: float,
+                       title: str | None = None) -> bool:
+    """Make ``ax``, drawn by ``plot_expert_load`` with a fixed ``ylim``, show these numbers by changing
+    its artists (bar heights, line heights, title); the picture equals a fresh ``plot_expert_load``.
+
+    Returns False, changing nothing, when ``ax`` holds no such plot or one of another shape (another
+    number of experts, a capacity line where there is none now or the reverse): draw it anew then.
+    Introduced in notebook 05 (the routing dashboard redraws its first panel this way).
+    """
+    load, capacity, kept, dropped = _expert_load_data(load, capacity, kept)
+    bars = {c.get_label(): c for c in ax.containers}
+    lines = {ln.get_label(): ln for ln in ax.lines}
+    if (set(bars) != {"processed", "dropped"} or len(bars["processed"]) != load.size
+            or set(lines) != ({"perfect balance", "capacity"} if capacity is not None else {"perfect balance"})):
+        return False
+    for processed, cut, k, d in zip(bars["processed"], bars["dropped"], kept, dropped, strict=True):
+        processed.set_height(k)
+        cut.set_y(k)
+        cut.set_height(d)
+    mean = load.sum() / load.size
+    lines["perfect balance"].set_ydata([mean, mean])
+    if capacity is not None:
+        lines["capacity"].set_ydata([capacity, capacity])
+    for text in [t for t in ax.texts if t.get_gid() == CUT_LABEL]:
+        text.remove()
+    ax.set_ylim(0, ylim)
+    _label_cut_bars(ax, load, ylim)
+    ax.set_title(title if title is not None else _expert_load_title(load, capacity, dropped))
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
 # 2. token x expert routing heatmap
 
 
-def plot_routing_heatmap(probs, indices=None, keep=None, *, token_labels=None, ax=None, colorbar: bool = True,
-                         title: str | None = None):
-    """Router probabilities as an image: one column per token, one row per expert.
-
-    Args:
-        probs: ``[N, E]`` router probabilities (rows sum to 1).
-        indices: ``[N, K]`` chosen experts (optional): a white dot on each chosen cell.
-        keep: ``[N, K]`` booleans (needs ``indices``): dropped choices get a red cross instead.
-        token_labels: ``N`` strings for the x axis (e.g. the characters of a text).
-    """
+def _heatmap_data(probs, indices, keep):
+    """Checked ``(probs, indices, keep)`` of ``plot_routing_heatmap``'s arguments."""
     probs = _array("probs", probs, 2)
     n, num_experts = probs.shape
     if n == 0 or num_experts == 0:
@@ -218,6 +291,31 @@ def plot_routing_heatmap(probs, indices=None, keep=None, *, token_labels=None, a
         _expert_ids("indices", indices, num_experts)
         keep = np.ones(indices.shape, bool) if keep is None else _array("keep", keep, 2, boolean=True)
         _same_shape("keep", keep, "indices", indices.shape)
+    return probs, indices, keep
+
+
+def _routing_markers(ax, indices, keep) -> None:
+    """A white dot on each kept choice, a red cross on each dropped one."""
+    tokens = np.repeat(np.arange(indices.shape[0]), indices.shape[1])
+    chosen, kept = indices.reshape(-1), keep.reshape(-1)
+    ax.scatter(tokens[kept], chosen[kept], s=10, c="white", edgecolors="black", linewidths=0.4, label="chosen")
+    if (~kept).any():
+        ax.scatter(tokens[~kept], chosen[~kept], s=22, marker="x", c=DROPPED_COLOR, linewidths=1.2,
+                   label="dropped")
+
+
+def plot_routing_heatmap(probs, indices=None, keep=None, *, token_labels=None, ax=None, colorbar: bool = True,
+                         title: str | None = None):
+    """Router probabilities as an image: one column per token, one row per expert.
+
+    Args:
+        probs: ``[N, E]`` router probabilities (rows sum to 1).
+        indices: ``[N, K]`` chosen experts (optional): a white dot on each chosen cell.
+        keep: ``[N, K]`` booleans (needs ``indices``): dropped choices get a red cross instead.
+        token_labels: ``N`` strings for the x axis (e.g. the characters of a text).
+    """
+    probs, indices, keep = _heatmap_data(probs, indices, keep)
+    n, num_experts = probs.shape
     if token_labels is not None:
         token_labels = [str(t) for t in token_labels]
         if len(token_labels) != n:
@@ -226,13 +324,7 @@ def plot_routing_heatmap(probs, indices=None, keep=None, *, token_labels=None, a
     image = ax.imshow(probs.T, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest",
                       origin="lower")
     if indices is not None:
-        tokens = np.repeat(np.arange(n), indices.shape[1])
-        chosen, kept = indices.reshape(-1), keep.reshape(-1)
-        ax.scatter(tokens[kept], chosen[kept], s=10, c="white", edgecolors="black", linewidths=0.4,
-                   label="chosen")
-        if (~kept).any():
-            ax.scatter(tokens[~kept], chosen[~kept], s=22, marker="x", c=DROPPED_COLOR, linewidths=1.2,
-                       label="dropped")
+        _routing_markers(ax, indices, keep)
     if colorbar:
         fig.colorbar(image, ax=ax, label="router probability", fraction=0.05, pad=0.02)
     if token_labels is not None and n <= 80:
@@ -245,36 +337,90 @@ def plot_routing_heatmap(probs, indices=None, keep=None, *, token_labels=None, a
     return fig
 
 
+def update_routing_heatmap(ax, probs, indices=None, keep=None, *, title: str | None = None) -> bool:
+    """Make ``ax``, drawn by ``plot_routing_heatmap``, show these probabilities and choices by changing
+    its image data and markers (the picture equals a fresh plot). Returns False, changing nothing,
+    when ``ax`` holds no heatmap of this shape. Introduced in notebook 05."""
+    probs, indices, keep = _heatmap_data(probs, indices, keep)
+    if len(ax.images) != 1 or ax.images[0].get_array().shape != probs.T.shape:
+        return False
+    ax.images[0].set_data(probs.T)
+    for markers in [c for c in ax.collections if c.get_label() in ("chosen", "dropped")]:
+        markers.remove()
+    if indices is not None:
+        _routing_markers(ax, indices, keep)
+    ax.set_title(title if title is not None else f"router probabilities of {probs.shape[0]} tokens")
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. router confidence
 
 
-def plot_confidence_histogram(probs, top_k: int = 1, *, bins: int = 20, ax=None, title: str | None = None):
+def plot_confidence_histogram(probs, top_k: int = 1, *, bins: int = 20, ax=None, title: str | None = None,
+                              ylim: float | None = None):
     """Histogram of the router's top-1 probability per token (and the mass of its top-k when k > 1).
 
     A confident router puts most tokens near 1; a uniform one near ``1/E`` (dotted line).
+    ``ylim``: a fixed top of the y axis (default: fitted to the counts).
     """
+    probs, top_k, edges, counts = _confidence_data(probs, top_k, bins)
+    num_experts = probs.shape[1]
+    fig, ax = _axes(ax, (5.0, 3.0))
+    # one step patch per histogram (ax.stairs), not one rectangle per bin (ax.hist): the same picture,
+    # ~20 fewer artists to build on every dashboard redraw, and ``set_data`` updates it in place
+    ax.stairs(counts["top-1 probability"], edges, fill=True, color="#1f77b4", alpha=0.8,
+              label="top-1 probability")
+    if top_k > 1:
+        ax.stairs(counts[f"top-{top_k} mass"], edges, color="#ff7f0e", linewidth=1.5, label=f"top-{top_k} mass")
+    ax.axvline(1.0 / num_experts, color="0.3", linestyle=":", label=f"uniform = 1/{num_experts}")
+    ax.set_xlim(0, 1)
+    if ylim is not None:
+        ax.set_ylim(0, ylim)
+    ax.set_xlabel("probability")
+    ax.set_ylabel("tokens")
+    ax.set_title(title if title is not None else _confidence_title(probs))
+    legend_below(ax, ncol=3)
+    return fig
+
+
+def _confidence_data(probs, top_k, bins):
+    """Checked ``(probs, top_k, edges, {label: counts})`` of ``plot_confidence_histogram``'s arguments."""
     probs = _array("probs", probs, 2)
     n, num_experts = probs.shape
     if n == 0 or num_experts == 0:
         raise ValueError(f"probs must have at least one token and one expert, got shape {probs.shape}")
     top_k = check_int("top_k", top_k, minimum=1, maximum=num_experts)
     bins = check_int("bins", bins, minimum=1)
-    fig, ax = _axes(ax, (5.0, 3.0))
     ordered = -np.sort(-probs, axis=1)
-    top1 = ordered[:, 0]
     edges = np.linspace(0.0, 1.0, bins + 1)
-    ax.hist(top1, bins=edges, color="#1f77b4", alpha=0.8, label="top-1 probability")
+    counts = {"top-1 probability": np.histogram(ordered[:, 0], edges)[0]}
     if top_k > 1:
-        ax.hist(ordered[:, :top_k].sum(1), bins=edges, histtype="step", color="#ff7f0e", linewidth=1.5,
-                label=f"top-{top_k} mass")
-    ax.axvline(1.0 / num_experts, color="0.3", linestyle=":", label=f"uniform = 1/{num_experts}")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("probability")
-    ax.set_ylabel("tokens")
-    ax.set_title(title if title is not None else f"router confidence: mean top-1 = {top1.mean():.2f}")
-    ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
-    return fig
+        counts[f"top-{top_k} mass"] = np.histogram(ordered[:, :top_k].sum(1), edges)[0]
+    return probs, top_k, edges, counts
+
+
+def _confidence_title(probs) -> str:
+    return f"router confidence: mean top-1 = {probs.max(1).mean():.2f}"
+
+
+def update_confidence_histogram(ax, probs, top_k: int = 1, *, bins: int = 20, ylim: float,
+                                title: str | None = None) -> bool:
+    """Make ``ax``, drawn by ``plot_confidence_histogram`` with a fixed ``ylim``, show these
+    probabilities by changing its step patches (the picture equals a fresh plot). Returns False,
+    changing nothing, when ``ax`` holds no such plot for this top-k, number of experts and bins.
+    Introduced in notebook 05."""
+    probs, top_k, edges, counts = _confidence_data(probs, top_k, bins)
+    steps = {p.get_label(): p for p in ax.patches if isinstance(p, StepPatch)}
+    uniform = {ln.get_label() for ln in ax.lines}
+    if (set(steps) != set(counts) or uniform != {f"uniform = 1/{probs.shape[1]}"}
+            or any(len(p.get_data().edges) != len(edges) for p in steps.values())):
+        return False
+    for label, values in counts.items():
+        steps[label].set_data(values, edges)
+    ax.set_ylim(0, ylim)
+    ax.set_title(title if title is not None else _confidence_title(probs))
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +464,7 @@ def plot_layer_load(loads, *, layer_names=None, ax=None, title: str | None = Non
     worst = share.max(1) * num_experts
     ax.set_title(title if title is not None else
                  "expert load per layer (max/mean " + ", ".join(f"{w:.2f}" for w in worst) + ")")
-    ax.legend(loc="upper right", fontsize=7, ncol=min(num_experts, 4), framealpha=0.8)
+    legend_below(ax, ncol=min(num_experts + 1, 5))
     return fig
 
 
@@ -392,8 +538,51 @@ def _drawable(chars: set[str], families: list[str]) -> set[str]:
     return {ch for ch in chars if ch.isspace() or any(font.get_char_index(ord(ch)) for font in fonts)}
 
 
+TILE_INCHES = (0.2, 0.28)  # width, height of one character's tile in a figure made here
+TEXT_LEGEND_INCHES = 1.05  # room right of the grid for the legend (one "expert 12" entry per line)
+
+
+def text_grid(text: str, width: int, max_lines: int) -> tuple[list[tuple[int, int, int]], int, bool]:
+    """Lay ``text`` out in lines of ``width`` characters (a newline also ends a line), at most ``max_lines``.
+
+    Returns ``(cells, lines, truncated)``: ``(row, column, index into text)`` per shown character, the
+    number of lines used (at least 1) and whether characters were cut.
+    """
+    width = check_int("width", width, minimum=1)
+    max_lines = check_int("max_lines", max_lines, minimum=1)
+    cells, row, col = [], 0, 0
+    for i, ch in enumerate(text):
+        if row >= max_lines:
+            break
+        cells.append((row, col, i))
+        col += 1
+        if ch == "\n" or col >= width:
+            row, col = row + 1, 0
+    lines = max(1, min(max_lines, cells[-1][0] + 1 if cells else 1))
+    return cells, lines, len(cells) < len(text)
+
+
+def tile_fontsize(ax, columns: float, rows: int) -> float:
+    """The font size (points) that fills a tile of ``ax`` split into ``columns`` x ``rows`` tiles.
+
+    0.62 of the tile's height (room above and below the glyph), at most 0.9 of its width (a Chinese
+    glyph is one em wide). At the old fixed 9 pt a tile of the dashboard held a ~7 px glyph.
+    """
+    fig = ax.figure
+    box = ax.get_position()
+    tile_w = box.width * fig.get_figwidth() * 72 / columns
+    tile_h = box.height * fig.get_figheight() * 72 / rows
+    return round(max(5.0, min(0.62 * tile_h, 0.9 * tile_w)), 1)
+
+
+def _legend_columns(entries: int, height_inches: float) -> int:
+    """Columns for a legend of ``entries`` lines beside a grid ``height_inches`` tall (~0.17 inch a line)."""
+    return max(1, int(np.ceil(entries / max(1, int(height_inches / 0.17)))))
+
+
 def plot_text_experts(text: str, experts, num_experts: int, *, highlight: int | None = None, ax=None,
-                      width: int = 40, max_lines: int = 10, fixed_frame: bool = False, title: str | None = None):
+                      width: int = 40, max_lines: int = 10, fixed_frame: bool = False, title: str | None = None,
+                      fontsize: float | None = None):
     """The text in a grid, each character on a tile coloured by the expert that took it.
 
     Args:
@@ -404,9 +593,11 @@ def plot_text_experts(text: str, experts, num_experts: int, *, highlight: int | 
         highlight: show only this expert's tiles in colour.
         width, max_lines: characters per line and lines shown (longer text is cut with an ellipsis).
         fixed_frame: keep a ``width x max_lines`` frame whatever the text length (dashboards: tiles
-            keep their size as the text changes).
+            keep their size as the text changes); otherwise the grid has the text's lines only.
+        fontsize: of the characters; by default it fills the tiles (``tile_fontsize``).
     Newlines start a new line (shown as ``⏎``). A character no installed font can draw (e.g. Chinese
-    without a CJK font) is drawn as ``□``; its tile still shows the expert.
+    without a CJK font) is drawn as ``□``; its tile still shows the expert. The legend sits right of
+    the grid. A figure made here sizes itself to the grid (``TILE_INCHES`` per character).
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -418,20 +609,19 @@ def plot_text_experts(text: str, experts, num_experts: int, *, highlight: int | 
     _expert_ids("experts", experts, num_experts, allow_none=True)
     if highlight is not None:
         highlight = check_int("highlight", highlight, minimum=0, maximum=num_experts - 1)
-    width = check_int("width", width, minimum=1)
-    max_lines = check_int("max_lines", max_lines, minimum=1)
-    # lay the characters out on a grid: (row, column) per character
-    cells, row, col = [], 0, 0
-    for i, ch in enumerate(text):
-        if row >= max_lines:
-            break
-        cells.append((row, col, i))
-        col += 1
-        if ch == "\n" or col >= width:
-            row, col = row + 1, 0
-    truncated = len(cells) < len(text)
-    rows = max_lines if fixed_frame else max(1, min(max_lines, (cells[-1][0] + 1) if cells else 1))
-    fig, ax = _axes(ax, (min(12.0, 0.22 * width + 1.0), 0.32 * rows + 1.2))
+    cells, lines, truncated = text_grid(text, width, max_lines)
+    rows = max_lines if fixed_frame else lines
+    columns = width + 0.8  # room for the ellipsis of a cut text
+    used = sorted(set(int(e) for e in experts[: len(cells)]))
+    if ax is None:
+        tile_w, tile_h = TILE_INCHES
+        ncol = _legend_columns(len(used), rows * tile_h)
+        fig_w, fig_h = columns * tile_w + ncol * TEXT_LEGEND_INCHES + 0.1, rows * tile_h + 0.45
+        fig = plt.figure(figsize=(fig_w, fig_h))
+        ax = fig.add_axes((0.05 / fig_w, 0.05 / fig_h, columns * tile_w / fig_w, rows * tile_h / fig_h))
+    fig = ax.figure
+    if fontsize is None:
+        fontsize = tile_fontsize(ax, columns, rows)
     colors = expert_colors(num_experts)
     families = text_families()
     drawable = _drawable(set(text), families)
@@ -444,21 +634,56 @@ def plot_text_experts(text: str, experts, num_experts: int, *, highlight: int | 
         shown = "⏎" if ch == "\n" else ("·" if ch == " " else (ch if ch in drawable else "□"))
         if ch.isspace() and ch not in "\n ":
             shown = "·"
-        ax.text(c + 0.5, -r - 0.5, shown, ha="center", va="center", fontsize=9,
+        ax.text(c + 0.5, -r - 0.5, shown, ha="center", va="center", fontsize=fontsize,
                 family="monospace" if ch.isascii() else families)
     if truncated:
-        ax.text(width, -rows, "…", ha="left", va="bottom", fontsize=10)
-    ax.set_xlim(0, width + 0.8)
+        ax.text(width, -rows, "…", ha="left", va="bottom", fontsize=fontsize)
+    ax.set_xlim(0, columns)
     ax.set_ylim(-rows, 0)
     ax.set_aspect("auto")
     ax.axis("off")
-    used = sorted(set(int(e) for e in experts[: len(cells)]))
     handles = [Patch(facecolor=NO_EXPERT_COLOR if e < 0 else colors[e], label="none" if e < 0 else f"expert {e}")
                for e in used]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 0), ncol=min(len(handles), 8) or 1,
-              fontsize=7, frameon=False)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=LEGEND_FONTSIZE + 0.5,
+              frameon=False, borderaxespad=0.4, handlelength=1.2,
+              ncol=_legend_columns(len(used), ax.get_position().height * fig.get_figheight()))
     ax.set_title(title if title is not None else "each character coloured by the expert that took it",
-                 fontsize=10)
+                 fontsize=10, loc="left")
+    return fig
+
+
+def plot_text_samples(samples: dict, num_experts: int, *, width: int = 40, max_lines: int = 6,
+                      highlight: int | None = None):
+    """Several texts, one grid each, stacked in one figure; each grid has its text's lines only.
+
+    ``samples``: ``{title: (text, experts)}`` with ``experts`` as in ``plot_text_experts``. Tiles have
+    the same size in every grid (``TILE_INCHES``), so no grid is stretched and none has an empty band.
+    """
+    if not isinstance(samples, dict) or not samples:
+        raise ValueError("samples must be a non-empty dict {title: (text, experts)}")
+    lines = []
+    for name, pair in samples.items():
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise TypeError(f"samples[{name!r}] must be a (text, experts) pair, got {type(pair).__name__}")
+        if not isinstance(pair[0], str):
+            raise TypeError(f"samples[{name!r}] text must be a str, got {type(pair[0]).__name__}")
+        lines.append(text_grid(pair[0], width, max_lines)[1])
+    tile_w, tile_h = TILE_INCHES
+    columns = width + 0.8
+    title_h = 0.4  # inches above each grid for its title
+    entries = [len(set(np.asarray(experts).reshape(-1).tolist())) for _, experts in samples.values()]
+    ncol = max(_legend_columns(e, n * tile_h) for e, n in zip(entries, lines, strict=True))
+    fig_w = columns * tile_w + ncol * TEXT_LEGEND_INCHES + 0.1
+    fig_h = sum(n * tile_h + title_h for n in lines) + 0.05
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    top = fig_h
+    for (name, (text, experts)), n in zip(samples.items(), lines, strict=True):
+        top -= title_h
+        height = n * tile_h
+        ax = fig.add_axes((0.05 / fig_w, (top - height) / fig_h, columns * tile_w / fig_w, height / fig_h))
+        plot_text_experts(text, experts, num_experts, highlight=highlight, ax=ax, width=width,
+                          max_lines=max_lines, title=str(name))
+        top -= height
     return fig
 
 
@@ -507,28 +732,55 @@ def plot_domain_expert_heatmap(counts, domains, *, ax=None, highlight: int | Non
     return fig
 
 
-def plot_load_history(history, *, ax=None, title: str | None = None):
-    """Max/mean load over balancing steps (``history``: ``[steps + 1, E]`` slots per expert per step).
-
-    Used by the balancing panel of the routing dashboard: 1.0 is perfect balance.
-    """
+def _history_ratio(history) -> np.ndarray:
+    """Max/mean load of each row of ``history`` (checked ``[steps + 1, E]``); 1.0 where nothing was routed."""
     history = _array("history", history, 2)
     _nonnegative("history", history)
     steps, num_experts = history.shape
     if steps == 0 or num_experts == 0:
         raise ValueError(f"history must have at least one step and one expert, got shape {history.shape}")
     mean = history.mean(1)
-    ratio = np.divide(history.max(1), mean, out=np.ones_like(mean, dtype=float), where=mean > 0)
+    return np.divide(history.max(1), mean, out=np.ones_like(mean, dtype=float), where=mean > 0)
+
+
+def _history_frame(ax, ratio, max_steps, ylim, title) -> None:
+    steps = ratio.size
+    ax.set_xlim(0, max(1, steps - 1) if max_steps is None else max(1, max_steps))
+    ax.set_ylim(0.9, max(4.0, float(ratio.max()) * 1.05) if ylim is None else ylim)
+    ax.set_title(title if title is not None else f"balancing: max/mean {ratio[0]:.2f} -> {ratio[-1]:.2f}")
+
+
+def plot_load_history(history, *, ax=None, title: str | None = None, max_steps: int | None = None,
+                      ylim: float | None = None):
+    """Max/mean load over balancing steps (``history``: ``[steps + 1, E]`` slots per expert per step).
+
+    Used by the balancing panel of the routing dashboard: 1.0 is perfect balance. ``max_steps`` and
+    ``ylim`` fix the frame (a dashboard keeps it while its sliders move); by default it fits the data.
+    """
+    ratio = _history_ratio(history)
     fig, ax = _axes(ax, (5.0, 3.0))
-    ax.plot(np.arange(steps), ratio, marker="o", markersize=3, color="#2ca02c", label="max/mean load")
+    ax.plot(np.arange(ratio.size), ratio, marker="o", markersize=3, color="#2ca02c", label="max/mean load")
     ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label="perfect balance")
-    ax.set_xlim(0, max(1, steps - 1))
-    ax.set_ylim(0.9, max(4.0, float(ratio.max()) * 1.05))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    _history_frame(ax, ratio, max_steps, ylim, title)
     ax.set_xlabel("balancing update step")
     ax.set_ylabel("max / mean load")
-    ax.set_title(title if title is not None else f"balancing: max/mean {ratio[0]:.2f} -> {ratio[-1]:.2f}")
-    ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    legend_below(ax, ncol=2)
     return fig
+
+
+def update_load_history(ax, history, *, title: str | None = None, max_steps: int | None = None,
+                        ylim: float | None = None) -> bool:
+    """Make ``ax``, drawn by ``plot_load_history``, show this history by changing its line (the
+    picture equals a fresh plot). Returns False, changing nothing, when ``ax`` holds no such plot.
+    Introduced in notebook 05."""
+    ratio = _history_ratio(history)
+    lines = {ln.get_label(): ln for ln in ax.lines}
+    if set(lines) != {"max/mean load", "perfect balance"}:
+        return False
+    lines["max/mean load"].set_data(np.arange(ratio.size), ratio)
+    _history_frame(ax, ratio, max_steps, ylim, title)
+    return True
 
 
 def plot_capacity_sweep(sweep: CapacitySweep, *, ax=None):

@@ -141,12 +141,19 @@ BIAS_RATE = 0.02  # bias step u; DeepSeek-V3 used 0.001 over thousands of steps,
 
 @dataclass
 class BalancingRun:
-    """``history [steps + 1, E]``: slots per expert before each update; ``routing``: the last batch."""
+    """The router after ``steps`` balancing updates, measured on one fixed evaluation batch.
+
+    ``history [steps + 1, E]``: slots per expert of the evaluation batch before the first update and
+    after each one; ``routing``: that batch routed after the last update (what the dashboard draws);
+    ``train_loads [updates, E]``: slots per expert of the fresh training batch behind each update
+    (``steps`` of them; none for ``"none"``).
+    """
 
     history: np.ndarray
     routing: SimulatedRouting
     selection_bias: np.ndarray  # [E] (method "bias")
     offset: np.ndarray  # [E] (method "aux")
+    train_loads: np.ndarray
 
 
 def switch_loss_grad_offset(probs: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -164,31 +171,41 @@ def simulate_balancing(method: str, steps: int, *, num_tokens: int, num_experts:
                        capacity_factor: float | None = None, temperature: float = 1.0, noise: float = 0.0,
                        skew: float = 0.0, seed: int = 0, aux_lr: float = AUX_LR,
                        bias_rate: float = BIAS_RATE) -> BalancingRun:
-    """``steps`` balancing updates, each on a fresh batch of tokens. Introduced in notebook 05.
+    """``steps`` balancing updates, each computed on a fresh training batch. Introduced in notebook 05.
 
-    * ``"none"``: nothing changes (the load only wobbles from batch to batch);
+    * ``"none"``: nothing changes;
     * ``"aux"``: one gradient step of the Switch auxiliary loss on a per-expert logit offset (the part of
       the router that is the same for every token);
     * ``"bias"``: DeepSeek-V3's rule ``b += u * sign(mean_load - load)`` on the selection bias (added
       to the probabilities only to choose experts; the combine weights stay unbiased).
+
+    The evaluation batch is ``simulate_routing(..., seed=seed)``: with ``"none"`` or ``steps=0`` the
+    result is exactly that routing, so a dashboard, a notebook cell and a checker with the same
+    settings show the same tokens. Training batch ``t`` (``t = 0 .. steps - 1``) uses seed ``seed + 1 + t``.
     """
     check_choice("method", method, BALANCING)
     steps = check_int("steps", steps, minimum=0)
     num_experts = check_int("num_experts", num_experts, minimum=1)
+    route = {"num_tokens": num_tokens, "num_experts": num_experts, "top_k": top_k,
+             "capacity_factor": capacity_factor, "temperature": temperature, "noise": noise, "skew": skew}
     bias = np.zeros(num_experts)
     offset = np.zeros(num_experts)
-    history = []
-    for step in range(steps + 1):
-        routing = simulate_routing(num_tokens, num_experts, top_k, capacity_factor, temperature, noise, skew,
-                                   seed + step, selection_bias=bias, offset=offset)
-        load = routing.load()
-        history.append(load)
-        if step == steps:
-            break
+    evaluation = simulate_routing(**route, seed=seed)
+    history, train_loads = [evaluation.load()], []
+    for step in range(steps):
+        if method == "none":  # the router never changes: every evaluation is the first one
+            history.append(history[0])
+            continue
+        batch = simulate_routing(**route, seed=seed + 1 + step, selection_bias=bias, offset=offset)
+        load = batch.load()
+        train_loads.append(load)
         if method == "bias":
             bias = bias + bias_rate * np.sign(load.mean() - load)
-        elif method == "aux":
+        else:  # "aux"
             # the offset sits before the temperature division: scale the step so its effect does not
             # depend on the temperature (d logits / d offset = 1 / temperature)
-            offset = offset - aux_lr * temperature * switch_loss_grad_offset(routing.probs, routing.indices)
-    return BalancingRun(np.array(history), routing, bias, offset)
+            offset = offset - aux_lr * temperature * switch_loss_grad_offset(batch.probs, batch.indices)
+        evaluation = simulate_routing(**route, seed=seed, selection_bias=bias, offset=offset)
+        history.append(evaluation.load())
+    train = np.array(train_loads, np.int64).reshape(len(train_loads), num_experts)
+    return BalancingRun(np.array(history), evaluation, bias, offset, train)
