@@ -17,8 +17,9 @@ import pytest  # noqa: E402
 
 import moe_lab  # noqa: E402
 from moe_lab.ascend.backend import current_backend  # noqa: E402
+from moe_lab.i18n import set_language  # noqa: E402
 
-moe_lab.setup(seed=0)
+moe_lab.setup(seed=0, lang="en")  # the tests read English messages, whatever MOE_LAB_LANG says
 BACKEND = current_backend()
 
 # Files whose code never reads the backend: budgets, corpus, the LM (its blocks use the "dense" path), msrun
@@ -57,6 +58,14 @@ def path_tolerance(dispatch: str | None = None) -> float:
     if dispatch != "fused":
         return 1e-5
     return {"float32": 1e-5, "float16": 5e-3, "bfloat16": 5e-2}[BACKEND.compute_dtype]
+
+
+@pytest.fixture
+def zh():
+    """Run a test with the package's messages in Chinese, then back to English."""
+    set_language("zh")
+    yield
+    set_language("en")
 
 
 @pytest.fixture

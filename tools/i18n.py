@@ -5,6 +5,7 @@
     python tools/i18n.py compile    # .po -> .mo (what moe_lab.i18n loads)
     python tools/i18n.py check      # exit 1 when a message lacks a translation or the .mo is stale
     python tools/i18n.py missing    # list the messages without a translation
+    python tools/i18n.py merge F.json ...   # fill zh translations from {msgid: msgstr} files (then compile)
 
 The .po is the source of truth and is edited by hand (translations); the .mo is committed next to it so that an
 installed package needs no build step. ``tests/test_i18n.py`` runs the same checks.
@@ -13,6 +14,7 @@ installed package needs no build step. ``tests/test_i18n.py`` runs the same chec
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -97,7 +99,26 @@ def problems(lang: str) -> list[str]:
     return found
 
 
+def merge(lang: str, files: list[str]) -> int:
+    """Write the translations of ``files`` (JSON objects msgid -> msgstr) into the catalog; returns how many."""
+    catalog = update(lang)
+    known = {m.id: m for m in catalog if m.id}
+    filled = 0
+    for name in files:
+        for msgid, msgstr in json.loads(Path(name).read_text(encoding="utf-8")).items():
+            if msgid in known and msgstr:
+                known[msgid].string = msgstr
+                known[msgid].flags.discard("fuzzy")
+                filled += 1
+    with po_path(lang).open("wb") as fh:
+        write_po(fh, catalog, width=120, omit_header=False, sort_output=False, include_previous=False)
+    return filled
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "merge":
+        print(f"merged {merge('zh', argv[1:])} translations into {po_path('zh').relative_to(ROOT)}")
+        return 0
     if not argv or argv[0] not in ("update", "compile", "check", "missing") or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
