@@ -15,7 +15,7 @@ EMULATED_BOARDS := emulate-910b emulate-310p emulate-310b
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
 
-.PHONY: install browser lab test lint hygiene unit nbval emulated notebooks bench checkpoint ep app clean fixtures
+.PHONY: install browser lab test lint hygiene unit nbval emulated notebooks bench checkpoint ep app app-zh clean fixtures
 
 # The venv is (re)installed only when pyproject.toml changes: the second run is instant.
 $(STAMP): pyproject.toml
@@ -52,30 +52,34 @@ lint: install
 	$(PY) -m ruff check moe_lab tests benchmarks tools
 
 hygiene: install
-	$(PY) tools/nbtools.py check notebooks/*.ipynb
+	$(PY) tools/nbtools.py check notebooks/*.ipynb notebooks/zh/*.ipynb
+	$(PY) tools/i18n.py check
 
 unit: install browser
 	$(PY) -m pytest -rs tests
 
 NBVAL = $(PY) -m pytest -p no:python --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+		--nbval-sanitize-with tests/nbval_sanitize.cfg
 
+# The English notebooks on this machine's backend
 nbval: install
-	$(NBVAL)
+	$(NBVAL) notebooks/*.ipynb
 
-# The same tests on emulated Atlas boards: every board-dependent unit test on each tier, and every notebook
-# under the A2 board (its default dispatch is the fused path, on the reference operators).
+# The same tests on emulated Atlas boards: every board-dependent unit test on each tier, and every notebook on
+# the A2 board (its default dispatch is the fused path, on the reference operators). The notebooks run there in
+# their Chinese edition: the same code cells as the English ones, so the CPU pass and this one together run
+# every notebook's code on both backends and check both editions' stored outputs, within make test's time.
 emulated: install
 	@for board in $(EMULATED_BOARDS); do echo "== unit tests on $$board"; \
 		MOE_LAB_BACKEND=$$board $(PY) -m pytest -q -rs tests || exit 1; done
-	@echo "== notebooks on emulate-910b"
-	MOE_LAB_BACKEND=emulate-910b $(NBVAL)
+	@echo "== the Chinese notebooks on emulate-910b"
+	MOE_LAB_BACKEND=emulate-910b MOE_LAB_LANG=zh $(NBVAL) notebooks/zh/*.ipynb
 
 test: lint hygiene unit nbval emulated
 
 # Re-run every notebook from a fresh kernel and store its outputs (after editing a notebook).
 notebooks: install
-	$(PY) tools/nbtools.py execute notebooks/*.ipynb
+	$(PY) tools/nbtools.py execute notebooks/*.ipynb notebooks/zh/*.ipynb
 
 bench: install
 	$(PY) -m benchmarks.moe_bench
@@ -89,10 +93,16 @@ ep: install
 	$(PY) -m moe_lab ep --world-size 4 --scoring-func sigmoid --routed-scaling-factor 2.5 --n-shared-experts 1 \
 		--top-k 3 --n-group 4 --topk-group 2
 
-app: install
-	$(PY) -m voila notebooks/app_expert_load.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866 \
-		--MappingKernelManager.cull_idle_timeout=300 --MappingKernelManager.cull_interval=60 \
+# Voila: the kernel of a closed page is shut down after 5 idle minutes (open pages keep theirs)
+VOILA_CULL := --MappingKernelManager.cull_idle_timeout=300 --MappingKernelManager.cull_interval=60 \
 		--MappingKernelManager.cull_connected=False
+
+app: install
+	$(PY) -m voila notebooks/app_expert_load.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866 $(VOILA_CULL)
+
+# The Chinese app (its notebook's kernel sets MOE_LAB_LANG=zh)
+app-zh: install
+	$(PY) -m voila notebooks/zh/app_expert_load.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8867 $(VOILA_CULL)
 
 # Regenerate the Hugging Face fixtures of tests/fixtures/ with transformers' own MoE blocks (tests/fixtures/README.md).
 # torch and transformers go into a venv of their own: the course never imports them.

@@ -169,7 +169,11 @@ def make_app_cull_flags() -> list[str]:
     makefile = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^app:.*\n((?:\t.*\n)+)", makefile, re.M)
     assert recipe, "the Makefile has no app: target"
-    return re.findall(r"--MappingKernelManager\.cull_\w+=\S+", recipe.group(1))
+    text = recipe.group(1)
+    for name in re.findall(r"\$\((\w+)\)", text):  # make variables the recipe uses (VOILA_CULL)
+        definition = re.search(rf"^{name}\s*:?=((?:.*\\\n)*.*)$", makefile, re.M)
+        text += definition.group(1) if definition else ""
+    return re.findall(r"--MappingKernelManager\.cull_\w+=\S+", text)
 
 
 def voila_command(sandbox: dict, name: str, port: int, flags: list[str]) -> list[str]:
