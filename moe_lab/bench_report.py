@@ -22,17 +22,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+from moe_lab.i18n import N_, _
+from moe_lab.textfmt import ljust
+from moe_lab.textfmt import width as display_width
+
 RESULTS_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "results.json"
 PASSES = ("forward", "forward+backward")
+PASS_NAMES = {"forward": N_("forward"), "forward+backward": N_("forward+backward")}
+# What a learner reads (notebook 03: summary_lines, plot_paths) is translated; RESULTS.md stays in English.
 LABELS = {
-    "ffn": "dense FFN (ops.matmul)",
-    "ffn_nn": "dense FFN (nn.Dense)",
+    "ffn": N_("dense FFN (ops.matmul)"),
+    "ffn_nn": N_("dense FFN (nn.Dense)"),
     "loop": "loop",
-    "dense": "dense (all experts)",
+    "dense": N_("dense (all experts)"),
     "sorted": "sorted",
-    "capacity": "capacity (cf {cf:g})",
-    "dropless": "capacity (dropless, padded)",
-    "floor": "expert matmuls only",
+    "capacity": N_("capacity (cf {cf})"),
+    "dropless": N_("capacity (dropless, padded)"),
+    "floor": N_("expert matmuls only"),
 }
 MODES = {"pynative": "PyNative", "jit": "jit", "jit-bytecode": "jit (bytecode)"}
 FFN_PATHS = ("ffn", "ffn_nn")
@@ -51,11 +57,12 @@ def load_results(path: str | Path | None = None) -> dict:
     return results
 
 
-def path_label(results: dict, path: str) -> str:
-    """Human name of a dispatch path (the capacity path shows its capacity factor). Notebook 03."""
+def path_label(results: dict, path: str, english: bool = False) -> str:
+    """Human name of a dispatch path (the capacity path shows its capacity factor), in the package's language
+    (``english=True``: in English, as ``RESULTS.md`` writes it). Notebook 03."""
     if path not in LABELS:
         raise ValueError(f"path must be one of {', '.join(map(repr, LABELS))}; got {path!r}")
-    return LABELS[path].format(cf=results["config"]["capacity_factor"])
+    return (LABELS[path] if english else _(LABELS[path])).format(cf=f"{results['config']['capacity_factor']:g}")
 
 
 def _median(case: dict) -> float | None:
@@ -116,7 +123,8 @@ def results_table(results: dict) -> list[dict]:
     rows: dict[tuple, dict] = {}
     for c in results["cases"]:
         key = (c["path"], c["mode"], c["tokens"])
-        row = rows.setdefault(key, {"path": path_label(results, c["path"]), "mode": MODES.get(c["mode"], c["mode"]),
+        row = rows.setdefault(key, {"path": path_label(results, c["path"], english=True),
+                                    "mode": MODES.get(c["mode"], c["mode"]),
                                     "tokens": c["tokens"], "forward_ms": None, "forward_ratio": None,
                                     "forward_ratio_cold": None, "forward_tokens_per_s": None,
                                     "backward_ms": None, "backward_ratio": None, "backward_ratio_cold": None,
@@ -143,14 +151,20 @@ def _case(results: dict, path: str, mode: str, passname: str = "forward") -> dic
                  and c["tokens"] == results["config"]["tokens"] and _median(c) is not None), None)
 
 
+def _path_and_mode(results: dict, path: str, mode: str) -> str:
+    """``"capacity (cf 1.25), jit"``: a path and the mode it ran in (translated; the modes are names)."""
+    return _("{path}, {mode}").format(path=path_label(results, path), mode=MODES.get(mode, mode))
+
+
 def _fastest_label(results: dict, fastest: str) -> str:
     """``"capacity jit"`` (how ``speed_target`` names a case) -> ``"capacity (cf 1.25), jit"``."""
     path, mode = fastest.split(" ", 1)
-    return f"{path_label(results, path)}, {MODES.get(mode, mode)}"
+    return _path_and_mode(results, path, mode)
 
 
 def summary_lines(results: dict) -> list[str]:
-    """The few numbers a reader of notebook 03 needs, as plain sentences (no methodology).
+    """The few numbers a reader of notebook 03 needs, as plain sentences (no methodology), in the package's
+    language.
 
     The layer and machine; per pass, the fastest MoE path against the dense FFN of equal FLOPs (and,
     forward, the experts' matmuls alone); the all-experts path; the per-token loop; the padding of the
@@ -158,31 +172,40 @@ def summary_lines(results: dict) -> list[str]:
     """
     cfg, mach = results["config"], results["machine"]
     target = results.get("speed_target", {})
-    lines = [f"layer: {cfg['tokens']} tokens, hidden_size {cfg['hidden']}, intermediate_size {cfg['ffn']}, "
-             f"{cfg['experts']} experts, top-{cfg['top_k']}, float32; {mach['cpu']}, {mach['cores']} cores, "
-             f"MindSpore {mach['mindspore']}"]
+    lines = [_("layer: {tokens} tokens, hidden_size {hidden_size}, intermediate_size {intermediate_size}, "
+               "{experts} experts, top-{top_k}, float32; {cpu}, {cores} cores, MindSpore {mindspore}").format(
+        tokens=cfg["tokens"], hidden_size=cfg["hidden"], intermediate_size=cfg["ffn"], experts=cfg["experts"],
+        top_k=cfg["top_k"], cpu=mach["cpu"], cores=mach["cores"], mindspore=mach["mindspore"])]
+    heads = {p: _("{pass_name}:").format(pass_name=_(PASS_NAMES[p])) for p in PASSES}
+    column = max(display_width(h) for h in heads.values())  # the pass names line up, whatever their language
     for p in PASSES:
         t = target.get(p)
         if not t:
             continue
-        line = f"{p + ':':17} fastest MoE path {_fastest_label(results, t['fastest'])}: {t['ratio']:.2f}x the dense FFN"
+        fields = dict(path=_fastest_label(results, t["fastest"]), ratio=f"{t['ratio']:.2f}")
         if p == "forward" and t.get("floor_ratio") is not None:
-            line += f"; the experts' matmuls alone: {t['floor_ratio']:.2f}x"
-        lines.append(line)
+            text = _("fastest MoE path {path}: {ratio}x the dense FFN; the experts' matmuls alone: {floor}x").format(
+                floor=f"{t['floor_ratio']:.2f}", **fields)
+        else:
+            text = _("fastest MoE path {path}: {ratio}x the dense FFN").format(**fields)
+        lines.append(f"{ljust(heads[p], column)} {text}")
     dense = _case(results, "dense", "jit")
     if dense is not None and case_ratio(results, dense) is not None:
-        lines.append(f"{path_label(results, 'dense')}, jit: {case_ratio(results, dense):.2f}x the dense FFN, forward; "
-                     f"it computes {cfg['experts'] / cfg['top_k']:g}x the FLOPs")
+        lines.append(_("{path}, jit: {ratio}x the dense FFN, forward; it computes {flops}x the FLOPs").format(
+            path=path_label(results, "dense"), ratio=f"{case_ratio(results, dense):.2f}",
+            flops=f"{cfg['experts'] / cfg['top_k']:g}"))
     loop = target.get("loop")
     if loop:
-        lines.append(f"loop at {loop['tokens']} tokens: {loop['loop_s']:.1f} s, {loop['speedup']:.0f}x the time of "
-                     f"{_fastest_label(results, loop['fastest'])} ({loop['fastest_s'] * 1e3:.1f} ms)")
+        lines.append(_("loop at {tokens} tokens: {seconds} s, {speedup}x the time of {path} ({ms} ms)").format(
+            tokens=loop["tokens"], seconds=f"{loop['loop_s']:.1f}", speedup=f"{loop['speedup']:.0f}",
+            path=_fastest_label(results, loop["fastest"]), ms=f"{loop['fastest_s'] * 1e3:.1f}"))
     dropless = _case(results, "dropless", "jit")
     if dropless is not None and dropless.get("capacity") and dropless.get("max_load"):
         mean = cfg["tokens"] * cfg["top_k"] / cfg["experts"]
         padding = 100 * (cfg["experts"] * dropless["capacity"] / (cfg["tokens"] * cfg["top_k"]) - 1)
-        lines.append(f"dropless buffer: busiest expert {dropless['max_load']} slots (mean {mean:g}), rounded up to "
-                     f"C = {dropless['capacity']} rows per expert: {padding:.1f}% of the rows are padding")
+        lines.append(_("dropless buffer: busiest expert {max_load} slots (mean {mean}), rounded up to C = {capacity} "
+                       "rows per expert: {padding}% of the rows are padding").format(
+            max_load=dropless["max_load"], mean=f"{mean:g}", capacity=dropless["capacity"], padding=f"{padding:.1f}"))
     return lines
 
 
@@ -201,7 +224,9 @@ def results_markdown(results: dict) -> str:
         "Written by `python -m benchmarks.moe_bench` (`make bench`); read by notebook 03. Do not edit by hand.",
         "",
         f"- Machine: {mach['cpu']}, {mach['cores']} cores; {mach['platform']}",
-        f"- Software: MindSpore {mach['mindspore']}, NumPy {mach['numpy']}, Python {mach['python']}",
+        f"- Software: MindSpore {mach['mindspore']}, NumPy {mach['numpy']}, Python {mach['python']}"
+        + ("; `MS_DEV_HOST_BLOCKING_RUN=1` (no host busy-wait, as `moe_lab.env` sets)"
+           if mach.get("host_blocking_run") == "1" else ""),
         f"- Date: {mach['date']}; run took {results.get('wall_s', 0):.0f} s",
         f"- Load average (1 min) during the run: start {load.get('start')}, mean {load.get('mean')}, "
         f"max {load.get('max')} on {mach['cores']} cores"
@@ -243,7 +268,7 @@ def results_markdown(results: dict) -> str:
         t = target.get(p)
         if t:
             lines.append(f"- {p}: fastest MoE path `{t['fastest']}` {t['median_s'] * 1e3:.1f} ms vs "
-                         f"{path_label(results, t['baseline'])} jit "
+                         f"{path_label(results, t['baseline'], english=True)} jit "
                          f"{t['baseline_s'] * 1e3:.1f} ms: ratio **{t['ratio']:.2f}** ("
                          f"{'faster than' if t['met'] else 'slower than'} the dense FFN)"
                          + (f"; cold-cache ratio {t['ratio_cold']:.2f}" if t.get("ratio_cold") else ""))
@@ -263,12 +288,12 @@ def results_markdown(results: dict) -> str:
               "MindSpore's CPU profiler, summed per op type, mean ms per step, inside the compiled graphs.", ""]
     for b in results.get("breakdown", []):
         if b.get("status") != "ok":
-            lines.append(f"- {path_label(results, b['path'])} {b['pass']}: {b.get('error', 'failed')}")
+            lines.append(f"- {path_label(results, b['path'], english=True)} {b['pass']}: {b.get('error', 'failed')}")
             continue
         total = sum(b["op_ms"].values())
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(b["op_ms"].items())[:8])
         wall = np.median(b["runs_s"]) * 1e3
-        lines.append(f"- **{path_label(results, b['path'])}, {b['pass']}** (wall {wall:.1f} ms, "
+        lines.append(f"- **{path_label(results, b['path'], english=True)}, {b['pass']}** (wall {wall:.1f} ms, "
                      f"ops {total:.1f} ms): {top}")
     lines.append("")
     return "\n".join(lines)
@@ -280,7 +305,7 @@ def _scaling_table(results: dict, key: str, columns: list[str]) -> list[str]:
     for group in results.get(key, []):
         if group:
             cells = [_fmt(None if _median(c) is None else _median(c) * 1e3, ".1f") for c in group]
-            lines.append(f"| {path_label(results, group[0]['path'])} | {MODES[group[0]['mode']]} | "
+            lines.append(f"| {path_label(results, group[0]['path'], english=True)} | {MODES[group[0]['mode']]} | "
                          + " | ".join(cells) + " |")
     return lines
 
@@ -294,7 +319,8 @@ def speed_floor_lines(results: dict) -> list[str]:
         t = target.get(p, {})
         if t.get("floor_ratio") is None:
             continue
-        alone = (f"- {p}: the experts' matmuls alone (`{path_label(results, 'floor')}`: a perfectly balanced "
+        floor = path_label(results, "floor", english=True)
+        alone = (f"- {p}: the experts' matmuls alone (`{floor}`: a perfectly balanced "
                  f"buffer, already gathered; no router, no dispatch, no padding) take ratio **{t['floor_ratio']:.2f}**"
                  + (f" (cold {t['floor_ratio_cold']:.2f})" if t.get("floor_ratio_cold") else ""))
         if t["floor_ratio"] <= t["ratio"]:
@@ -337,8 +363,8 @@ def plot_paths(results: dict):
     fig, axes = _figure(2, 11.0)
     main_tokens = results["config"]["tokens"]
     for ax, p in zip(axes, PASSES, strict=True):
-        rows = [(f"{path_label(results, c['path'])}, {MODES.get(c['mode'], c['mode'])}", case_ratio(results, c),
-                 c["path"]) for c in results["cases"] if c["pass"] == p and c["tokens"] == main_tokens]
+        rows = [(_path_and_mode(results, c["path"], c["mode"]), case_ratio(results, c), c["path"])
+                for c in results["cases"] if c["pass"] == p and c["tokens"] == main_tokens]
         rows = sorted((r for r in rows if r[1] is not None), key=lambda r: r[1])
         ratios = np.array([r[1] for r in rows])
         colors = ["#7f7f7f" if r[2] in FFN_PATHS else "#bcbd22" if r[2] == "floor"
@@ -354,8 +380,8 @@ def plot_paths(results: dict):
         ax.xaxis.set_major_locator(FixedLocator(ratio_ticks(lo, hi)))
         ax.xaxis.set_major_formatter(_ratio_formatter())
         ax.xaxis.set_minor_formatter(_no_labels())
-        ax.set_xlabel("time / dense FFN with the same FLOPs (log; dashed line: 1x)")
-        ax.set_title(f"{p}, {main_tokens} tokens")
+        ax.set_xlabel(_("time / dense FFN with the same FLOPs (log; dashed line: 1x)"))
+        ax.set_title(_("{pass_name}, {tokens} tokens").format(pass_name=_(PASS_NAMES[p]), tokens=main_tokens))
     fig.tight_layout()
     return fig
 
@@ -390,7 +416,8 @@ def _plot_scaling(results: dict, key: str, xkey: str, xlabel: str, title: str):
         xs, ys = zip(*pts, strict=True)
         style = "--" if group[0]["path"] in FFN_PATHS else "-"
         ax.plot(xs, np.array(ys) * 1e3, style, marker="o", ms=3,
-                label=f"{path_label(results, group[0]['path'])}, {MODES.get(group[0]['mode'], group[0]['mode'])}")
+                label=f"{path_label(results, group[0]['path'], english=True)}, "
+                      f"{MODES.get(group[0]['mode'], group[0]['mode'])}")
     if key == "scale_tokens":
         loops = [c for c in results["cases"] if c["path"] == "loop" and c["pass"] == "forward" and _median(c)]
         if loops:
@@ -400,7 +427,7 @@ def _plot_scaling(results: dict, key: str, xkey: str, xlabel: str, title: str):
         base = baseline(results, "forward")
         if base:
             ax.axhline(base[1] * 1e3, color="k", ls="--", lw=1,
-                       label=f"{path_label(results, base[0])}, jit (same FLOPs)")
+                       label=f"{path_label(results, base[0], english=True)}, jit (same FLOPs)")
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_yscale("log")
@@ -439,7 +466,7 @@ def plot_breakdown(results: dict, top: int = 6):
     keep = [k for k, _ in sorted(totals.items(), key=lambda kv: -kv[1])[:top]]
     colors = {k: f"C{i}" for i, k in enumerate(keep + ["other"])}
     for i, b in enumerate(bars):
-        names.append(f"{path_label(results, b['path'])}\n{b['pass']}")
+        names.append(f"{path_label(results, b['path'], english=True)}\n{b['pass']}")
         left = 0.0
         parts = [(k, b["op_ms"].get(k, 0.0)) for k in keep]
         parts.append(("other", sum(v for k, v in b["op_ms"].items() if k not in keep)))

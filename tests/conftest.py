@@ -30,7 +30,7 @@ BACKEND_INDEPENDENT = frozenset({
     "test_budget_memory.py", "test_budget_model.py", "test_budget_plots.py", "test_capacity_sweep.py",
     "test_corpus.py", "test_environment.py", "test_ep_cli.py", "test_ep_sim.py", "test_expert_parallel.py",
     "test_exercises_nb04.py", "test_exercises_nb05.py", "test_exercises_nb06.py", "test_exercises_nb07.py",
-    "test_lm.py", "test_nbtools.py", "test_static_dispatch.py", "test_viz.py", "test_widgets.py",
+    "test_lm.py", "test_nbtools.py", "test_static_dispatch.py", "test_textfmt.py", "test_viz.py", "test_widgets.py",
 })
 
 

@@ -1,10 +1,14 @@
 """Backend detection (moe_lab.backend) with faked host signals: every tier, failing and hanging probes,
 the MOE_LAB_BACKEND override, and the boards x operators table in data/ascend_ops.json."""
 
+import re
+
 import pytest
 
 from moe_lab.ascend import backend as B
 from moe_lab.ascend import ops_ref as ascend_ref
+from moe_lab.i18n import set_language
+from moe_lab.textfmt import width
 
 
 def no_probe(timeout):
@@ -273,3 +277,35 @@ def test_ops_table_text_and_missing_file(tmp_path):
     assert len(lines) == 2 + len(B.load_ops_table()["operators"])
     with pytest.raises(FileNotFoundError, match="missing"):
         B.load_ops_table(tmp_path / "nope.json")
+
+
+# ------------------------------------------------------------------------------ what a learner reads, in Chinese
+def test_ops_table_columns_line_up_in_english_and_in_chinese(zh):
+    """Every cell starts where its column's dashes start, counted in display columns (a Chinese character takes
+    two), and the Chinese table says yes/no/unknown in Chinese."""
+    for lang in ("en", "zh"):
+        set_language(lang)
+        lines = B.ops_table_text().splitlines()
+        starts = [m.start() for m in re.finditer(r"-+", lines[1])]
+        for line in [lines[0], *lines[2:]]:
+            cells = list(re.finditer(r"\S+(?: \S+)*", line))  # cells are two or more spaces apart
+            assert [width(line[:m.start()]) for m in cells] == starts[:len(cells)], line
+    assert lines[0].startswith("算子") and lines[0].endswith("CPU 参考实现")
+    fused_add = next(line for line in lines if line.startswith("FusedAddTopKDiv"))
+    assert fused_add.split()[1:5] == ["支持", "未知", "未知", "不支持"]
+
+
+def test_describe_reasons_and_host_summary_in_chinese(zh):
+    a2 = B.emulated_backend("emulate-910b", env={})
+    assert a2.describe().startswith("后端 emulate-910b：模拟板卡（MindSpore 运行在 CPU 上，使用参考算子），"
+                                    "SoC ascend910b，级别 fused（Atlas A2/A3（Atlas 800T/800I A2、A3 服务器））；"
+                                    "默认分发路径 'fused'，融合路径以 float32 计算；")
+    reports = []
+    locked = B.HostSignals(device_nodes=("/dev/davinci0",), unreadable=("/dev/davinci0",))
+    backend = B.detect_backend(env={}, signals=locked, probe=fake_probe("", available=False), report=reports.append)
+    assert backend.reason.startswith("找到了设备节点，但 MindSpore 无法加载它的昇腾插件")
+    assert "当前用户无法打开 /dev/davinci0" in backend.reason and "usermod -aG HwHiAiUser $USER" in backend.reason
+    assert reports == [f"在 CPU 上运行：{backend.reason}"]
+    board = B.detect_backend(env={}, signals=BOARD, probe=fake_probe("Ascend910B3", count=8), report=reports.append)
+    assert board.reason == "MOE_LAB_BACKEND=auto；1 个设备节点；MindSpore 2.10.0 报告 SoC 为 ascend910b"
+    assert NOTHING.summary() == "设备节点：无；npu-smi：未找到；CANN：未设置"

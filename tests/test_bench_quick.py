@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest  # noqa: E402
 
 from benchmarks import moe_bench  # noqa: E402
 from moe_lab import bench_report  # noqa: E402
+from moe_lab.textfmt import width  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -328,3 +330,24 @@ def test_readme_speed_section_matches_the_stored_results():
     expected.append(f"{per_cycle:.0f} float32 FLOP per cycle per core")
     missing = [e for e in expected if e not in speed]
     assert not missing, missing
+
+
+def test_summary_lines_in_chinese_keep_the_numbers_and_line_up(synthetic, zh):
+    lines = bench_report.summary_lines(synthetic)
+    assert lines[0] == ("层：4096 个 token，hidden_size 512，intermediate_size 2048，8 个专家，top-2，float32；"
+                        "Test CPU，2 核，MindSpore 2.10.0")
+    assert lines[1].startswith("前向：") and lines[2].startswith("前向+反向：")
+    assert lines[1].endswith("最快的 MoE 路径 capacity（无丢弃，填充），jit：耗时是稠密 FFN 的 1.20x；"
+                             "仅专家矩阵乘：1.05x")
+    # the two passes' sentences start in the same display column (a Chinese character takes two)
+    assert width(lines[1][:lines[1].index("最快")]) == width(lines[2][:lines[2].index("最快")])
+    assert lines[3] == "loop 在 1024 个 token 时：30.0 s，是 capacity（无丢弃，填充），jit（30.0 ms）耗时的 1000x"
+
+
+def test_plot_paths_labels_in_chinese_and_markdown_in_english(synthetic, zh):
+    fig = bench_report.plot_paths(synthetic)
+    assert [ax.get_title() for ax in fig.axes] == ["前向，4096 个 token", "前向+反向，4096 个 token"]
+    assert "稠密 FFN（nn.Dense），jit" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    plt.close(fig)
+    md = bench_report.results_markdown(synthetic)  # written for engineers, whatever the language
+    assert "| dense FFN (nn.Dense) | jit |" in md and not re.search(r"[\u4e00-\u9fff]", md)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -24,6 +25,7 @@ from moe_lab.budget.spec import (
     model_ids,
     spec_from_config,
 )
+from moe_lab.i18n import set_language
 
 REQUIRED = ["openpangu-ultra-moe-718b", "deepseek-v3", "deepseek-v2", "deepseek-moe-16b", "mixtral-8x7b",
             "mixtral-8x22b", "qwen1.5-moe-a2.7b", "qwen3-30b-a3b", "qwen3-235b-a22b", "kimi-k2", "gpt-oss-120b"]
@@ -117,6 +119,15 @@ def test_article_claims_have_verdicts_sources_and_shipped_models():
     assert "deepseek-moe-16b" in next(c for c in claims if c["id"] == "deepseek-moe")["models"]
 
 
+def test_article_claims_in_chinese(zh):
+    claims = load_article_claims()["claims"]
+    han = re.compile(r"[\u4e00-\u9fff]")
+    for claim in claims:
+        assert all(han.search(claim[f]) for f in ("claim", "verdict", "evidence")), claim["id"]
+        assert claim["claim_en"] and not han.search(claim["claim_en"])
+    assert next(c for c in claims if c["id"] == "pangu-closed")["verdict_en"] == "FALSE"
+
+
 def test_mixtral_8x7b_total_and_active_by_hand():
     c = count_parameters(load_model("mixtral-8x7b"))
     h, f, layers, v = 4096, 14336, 32, 32000
@@ -165,6 +176,22 @@ def test_layer_patterns():
     assert load_model("kimi-k2").num_dense_layers == 1
     gpt = load_model("gpt-oss-120b")
     assert gpt.sliding_window == 128 and sum(gpt.sliding_layers) == 18
+
+
+def test_describe_in_english_and_in_chinese(zh):
+    """The one line notebook 07 prints first: in the package's language, with the config's numbers."""
+    pangu, mixtral = load_model("openpangu-ultra-moe-718b"), load_model("mixtral-8x7b")
+    assert pangu.describe() == ("openpangu-ultra-moe-718b：pangu_ultra_moe，MLA（潜在维度 512 + rope 64），61 层"
+                                "（3 个稠密层 + 58 个 MoE 层），256 个专家 top-8（宽度 2048 + 共享 2048）")
+    assert mixtral.describe() == ("mixtral-8x7b：mixtral，GQA，32 个 q 头 / 8 个 kv 头 x 128，32 层"
+                                  "（0 个稠密层 + 32 个 MoE 层），8 个专家 top-2（宽度 14336）")
+    set_language("en")
+    assert pangu.describe() == ("openpangu-ultra-moe-718b: pangu_ultra_moe, MLA (latent 512 + rope 64), 61 layers "
+                                "(3 dense + 58 MoE), 256 experts top-8 (width 2048 + shared 2048)")
+    assert mixtral.describe() == ("mixtral-8x7b: mixtral, GQA 32 q / 8 kv heads x 128, 32 layers (0 dense + 32 MoE), "
+                                  "8 experts top-2 (width 14336)")
+    dense_only = dataclasses.replace(mixtral, moe_layers=(False,) * mixtral.num_layers)
+    assert dense_only.describe().endswith(", no MoE layers")
 
 
 def test_matrix_params_exclude_only_vectors():

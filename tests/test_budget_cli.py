@@ -12,7 +12,8 @@ from moe_lab.budget.cli import main
 from moe_lab.budget.count import count_parameters
 from moe_lab.budget.memory import kv_growth
 from moe_lab.budget.spec import MODELS_DIR, load_model
-from moe_lab.budget.text import kv_growth_text, plural, span
+from moe_lab.budget.text import kv_growth_text, span
+from moe_lab.textfmt import plural
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADLINE = ["--model", "openpangu-ultra-moe-718b", "--dtype", "bf16", "--device", "atlas-800i-a2",

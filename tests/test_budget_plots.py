@@ -1,5 +1,7 @@
 """Notebook-07 figures are pure functions, and its dashboard steps through every setting: checked without a
-browser (the notebook shows the dashboard; its self-test lives here)."""
+browser (the notebook shows the dashboard; its self-test lives here), in English and in Chinese."""
+
+import re
 
 import matplotlib
 
@@ -14,7 +16,8 @@ from moe_lab.budget.count import count_parameters  # noqa: E402
 from moe_lab.budget.hardware import load_device  # noqa: E402
 from moe_lab.budget.memory import devices_needed, serving_memory  # noqa: E402
 from moe_lab.budget.spec import load_model  # noqa: E402
-from moe_lab.budget.text import plural  # noqa: E402
+from moe_lab.env import cjk_font  # noqa: E402
+from moe_lab.textfmt import plural  # noqa: E402
 from moe_lab.viz.budget import BudgetDashboard, memory_bar_figure, params_figure  # noqa: E402
 from moe_lab.viz.widgets import WithPngFallback, figure_png  # noqa: E402
 
@@ -92,3 +95,68 @@ def test_png_fallback_bundle_has_widget_and_png():
     shown = WithPngFallback(widgets.VBox([widgets.IntSlider()]), fig)
     bundle = shown._repr_mimebundle_()
     assert "image/png" in bundle and "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def legend_covers_a_bar(fig) -> bool:
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    box = ax.get_legend().get_window_extent(renderer)
+    return any(box.overlaps(p.get_window_extent(renderer)) for p in ax.patches)
+
+
+def params_rows(ids=("mixtral-8x7b", "kimi-k2", "openpangu-ultra-moe-718b")):
+    rows = []
+    for mid in ids:
+        c = count_parameters(load_model(mid))
+        rows.append({"name": mid, "total": c.total, "active": c.active, "published_total": c.total,
+                     "published_active": c.active})
+    return rows
+
+
+def test_params_legend_covers_no_bar():
+    """Inside the axes ("lower right") the legend covered kimi-k2's 1,000B bar."""
+    fig = params_figure(params_rows())
+    assert not legend_covers_a_bar(fig)
+    plt.close(fig)
+
+
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.fixture
+def zh_plots(zh):
+    """Chinese messages (the ``zh`` fixture) and the CJK font ``moe_lab.setup(lang="zh")`` gives matplotlib."""
+    font = cjk_font()
+    if font is None:
+        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
+    with matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False}):
+        yield
+
+
+def test_figures_and_dashboard_speak_chinese(zh_plots):
+    dash = BudgetDashboard(quiet=True)
+    for name, control in dash.controls.items():
+        if name != "dtype":  # a config word, the same in Chinese
+            assert HAN.search(control.description), name
+    fig = dash.figure(**dash.values())
+    ax = fig.axes[0]
+    title = ax.get_title()
+    budget = serving_memory(load_model("openpangu-ultra-moe-718b"), "bf16", 32768, 8)
+    n = devices_needed(budget.total, load_device("atlas-800i-a2"))
+    assert HAN.search(title) and f"{n} x atlas-800i-a2 = 4" in title and HAN.search(ax.get_xlabel())
+    assert all(HAN.search(t.get_text()) for t in ax.get_legend().get_texts())
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for text in (ax.title, ax.xaxis.label, ax.get_legend()):
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y0 >= 0 and box.y1 <= fig.bbox.y1, text
+    plt.close(fig)
+    fig = dash.figure(model="deepseek-moe-16b", dtype="bf16", context=32768, batch=1, device="atlas-800i-a2")
+    message = fig.axes[0].texts[0].get_text()
+    assert HAN.search(message) and "4,096" in message and "max_position_embeddings" in message
+    plt.close(fig)
+    fig = params_figure(params_rows())
+    assert all(HAN.search(t.get_text()) for t in fig.axes[0].get_legend().get_texts())
+    assert HAN.search(fig.axes[0].get_xlabel()) and not legend_covers_a_bar(fig)
+    plt.close(fig)

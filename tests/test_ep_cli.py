@@ -12,8 +12,13 @@ import time
 
 import pytest
 
+from moe_lab.ascend.backend import Backend
+from moe_lab.i18n import _
 from moe_lab.parallel import cli as ep_cli
-from moe_lab.parallel.cli import EPJobError, find_launcher, job_processes, run_ep, write_json
+from moe_lab.parallel.cli import EPJobError, find_launcher, format_table, job_processes, run_ep, write_json
+from moe_lab.parallel.layer import choose_strategy
+from moe_lab.parallel.sim import simulate, summary_line
+from moe_lab.textfmt import width
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -202,3 +207,95 @@ def test_module_entry_point_runs_the_cli():
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: world_size must divide num_experts=8 (each rank owns num_experts/world_size "
                                    "of them); got world_size=5, allowed: [1, 2, 4, 8]")
+
+
+# ------------------------------------------------------------------------------ the report a learner reads
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _rank_row(rank, load, alltoall):
+    return {"rank": rank, "experts": [4 * rank, 4 * rank + 4], "expert_load": load, "rows": sum(load),
+            "padded_rows": 14 if alltoall else 0, "bytes_sent": 6400, "bytes_received": 6400,
+            "alltoall_bytes": 5990 if alltoall else None, "collectives": [], "forward_seconds": 0.0515,
+            "comm_seconds": 0.0398, "init_seconds": 1.0}
+
+
+def synthetic_result():
+    """What notebook 06's run returns, without running it: 2 ranks on the CPU, both strategies."""
+    config = dict(world_size=2, tokens_per_rank=16, hidden_size=32, intermediate_size=64, num_experts=8, top_k=2,
+                  scoring_func="sigmoid", n_shared_experts=1, routed_scaling_factor=2.5, n_group=1, topk_group=1,
+                  seed=0, dtype="float32", repeats=2)
+    ranks = {name: [_rank_row(0, [11, 8, 9, 13], name == "alltoall"), _rank_row(1, [6, 8, 4, 5], name == "alltoall")]
+             for name in ("allgather", "alltoall")}
+    return {"config": config, "world_size": 2, "launcher": "msrun", "device": "CPU", "job_seconds": 19.04,
+            "ranks_reached": [15, 17],
+            "strategies": {name: {"ranks": rows, "max_abs_error": 0.0} for name, rows in ranks.items()}}
+
+
+def cell_columns(line, cells):
+    """``(first, last)`` display column of each of ``cells``, found left to right in ``line``."""
+    found, at = [], 0
+    for cell in cells:
+        i = line.index(cell, at)
+        found.append((width(line[:i]), width(line[:i + len(cell)]) - 1))
+        at = i + len(cell)
+    return found
+
+
+def assert_rows_line_up(text):
+    """Right-aligned columns end, the experts column and the loads start, where their headers do."""
+    headers = [_(column[0]) for column in ep_cli.COLUMNS + ep_cli.TIMING_COLUMNS] + [_("rows per expert")]
+    lines = text.splitlines()
+    rows = [ln for ln in lines if re.match(r"^ +\d  ", ln)]
+    header_lines = [ln for ln in lines if ln.startswith(headers[0] + " ")]
+    assert len(header_lines) == 2 and len(rows) == 4
+    head = cell_columns(header_lines[0], headers)
+    for row in rows:
+        words = row.split()  # rank, 8 numbers, then the loads
+        cells = cell_columns(row, [*words[:9], " ".join(words[9:])])
+        for i, ((h_first, h_last), (c_first, c_last)) in enumerate(zip(head, cells, strict=True)):
+            if i in (1, 9):  # the experts and the loads are left-aligned
+                assert c_first == h_first, (row, headers[i])
+            else:
+                assert c_last == h_last, (row, headers[i])
+
+
+def test_format_table_english_text_is_what_notebook_06_shows():
+    text = format_table(synthetic_result(), timings=False, errors=False)
+    assert text.splitlines()[:4] == [
+        "expert parallelism on 2 ranks (msrun, device CPU): 8 experts, top-2, sigmoid router (weights x 2.5), "
+        "1 shared expert; 16 tokens per rank, hidden_size 32, float32",
+        "ranks holding each token's experts: 1 rank for 15 tokens, 2 ranks for 17 tokens",
+        "strategy allgather: dispatch AllGather, combine AllReduce",
+        "rank  experts  rows padded  sent KiB  recv KiB  AlltoAll KiB  rows per expert"]
+    assert text.splitlines()[4] == "   0  0-3        41      0      6.25      6.25             -  11 8 9 13"
+    assert "(emulated with AllGather on this device)" in text
+    assert_rows_line_up(format_table(synthetic_result()))
+
+
+def test_format_table_in_chinese_keeps_the_numbers_and_the_columns(zh):
+    text = format_table(synthetic_result())
+    lines = text.splitlines()
+    assert lines[0].startswith("2 个 rank 上的专家并行（msrun，设备 CPU）：8 个专家，top-2，"
+                               "sigmoid 路由器（权重 x 2.5），")
+    assert "1 个共享专家" in lines[0] and "每个 rank 16 个 token，hidden_size 32，float32" in lines[0]
+    assert lines[1].endswith("15 个 token 在 1 个 rank 上，17 个 token 在 2 个 rank 上")
+    assert lines[2] == "策略 allgather：分发用 AllGather，合并用 AllReduce；max |EP - 单进程| = 0.0e+00"
+    assert HAN.search(lines[3]) and "AlltoAll KiB" in lines[3]
+    assert lines[-1] == "作业总耗时 19.0 s（含 3 个 MindSpore 进程的启动）"
+    assert_rows_line_up(text)
+    assert "51.50" in text and "11 8 9 13" in text
+
+
+def test_block_strategy_and_simulation_texts_in_chinese(zh):
+    grouped = dict(synthetic_result()["config"], n_group=4, topk_group=2, n_shared_experts=0, routed_scaling_factor=1.0)
+    assert ep_cli.block_description(grouped) == ("8 个专家，top-2，sigmoid 路由器，专家分为 4 组，"
+                                                 "每个 token 最多用 2 组，没有共享专家")
+    cpu = Backend(name="cpu", device="CPU")
+    a2 = Backend(name="ascend-fused", device="Ascend", soc="ascend910b", tier="fused")
+    shape = dict(world_size=32, tokens_per_rank=256, top_k=8, num_experts=256, dtype="bfloat16")
+    assert choose_strategy(cpu, hidden_size=32, **shape).reason.startswith("设备 CPU：MindSpore 在这里有 AllGather")
+    assert choose_strategy(a2, hidden_size=7680, **shape).reason == (
+        "HCCL AlltoAll；融合的 MoeDistributeDispatch 用不了：hidden_size=7680 须 <= 7168 且是 32 的倍数")
+    line = summary_line(simulate(ep=32))
+    assert line.startswith("每层：每个设备发送 930.0 MiB（77% 跨节点）") and "负载最大/平均" in line

@@ -5,6 +5,7 @@ published figures it recomputes, figures (no legend on a bar) and the dashboard 
 import itertools
 import json
 import os
+import re
 from math import comb
 
 import matplotlib
@@ -16,6 +17,7 @@ from mindspore import Tensor
 import moe_lab
 from moe_lab.budget import count_parameters, load_model
 from moe_lab.core.anatomy import cross_node_bytes, group_span
+from moe_lab.env import cjk_font
 from moe_lab.parallel import sim as ep_sim
 from moe_lab.parallel.layer import FUSED_CONSTRAINTS, ranks_reached, ring_bytes
 from moe_lab.parallel.sim import (
@@ -389,3 +391,53 @@ def test_displayed_dashboard_steps_too():
     assert dash.values() == start and dash.renders > before
     assert dash.simulate().volume.hidden_size == PANGU["hidden_size"]
     plt.close("all")
+
+
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.fixture
+def zh_plots(zh):
+    """Chinese messages (the ``zh`` fixture) and the CJK font ``moe_lab.setup(lang="zh")`` gives matplotlib."""
+    font = cjk_font()
+    if font is None:
+        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
+    with matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False}):
+        yield
+
+
+def test_figures_speak_chinese_and_keep_their_legends_off_the_bars(zh_plots):
+    result = {"strategies": {s: {"ranks": [{"rank": r, "rows": 41 - 18 * r, "bytes_sent": 6400 * (r + 1)}
+                                           for r in range(4)]} for s in ("allgather", "alltoall")}}
+    figures = {"volume": ep_viz.fig_volume_vs_ep((8, 16, 32, 64, 128, 256), 4096, 7680, 8),
+               "run": ep_viz.fig_run(result), "loads": ep_viz.fig_device_loads([30, 50, 40, 45]),
+               "sim": ep_viz.fig_sim(simulate(ep=16, routing="zipf", skew=1.0))}
+    for name, fig in figures.items():
+        assert legend_overlaps(fig) == [], name
+        for ax in fig.axes:
+            assert all(HAN.search(t) for t in (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) if t), name
+            legend = ax.get_legend()
+            labels = [t.get_text() for t in legend.get_texts()] if legend else []
+            assert all(HAN.search(t) for t in labels if t not in ("allgather", "alltoall")), (name, labels)
+    ticks = [t.get_text() for t in figures["volume"].axes[0].get_xticklabels()]
+    assert ticks[0].startswith("EP 8\n") and HAN.search(ticks[0])  # "EP 8", then its nodes in Chinese
+    assert "1.25" in ep_viz.fig_device_loads([3, 5, 4]).axes[0].get_title()
+    plt.close("all")
+
+
+def test_dashboard_speaks_chinese_at_every_setting(zh_plots):
+    dash = ep_viz.EPDashboard(quiet=True)
+    for name, control in dash.controls.items():
+        if name not in ("top_k", "hidden_size"):  # config words, the same in Chinese
+            assert HAN.search(control.description), name
+    for name in ("routing", "scheme"):  # Chinese labels, the simulator's values
+        options = dash.controls[name].options
+        assert all(HAN.search(label) for label, _value in options), name
+    assert [v for _label, v in dash.controls["scheme"].options] == list(ep_sim.PLACEMENTS)
+    assert dash.control_values("routing") == ["uniform", "zipf"]
+    for name in dash.controls:
+        for value in dash.control_values(name, max_values=3):
+            fig = dash.figure(**{name: value})
+            assert legend_overlaps(fig) == [], (name, value)
+            assert HAN.search(fig.axes[0].get_title()) and HAN.search(fig.axes[1].get_title())
+            plt.close(fig)

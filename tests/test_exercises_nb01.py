@@ -51,3 +51,12 @@ def test_dense_work_ratio():
     assert "other way round" in nb01.check_dense_work_ratio(6 / 64).message
     assert "more than one expert" in nb01.check_dense_work_ratio(64).message
     assert "too small" in nb01.check_dense_work_ratio(4).message
+
+
+def test_feedback_in_chinese(zh):
+    total = nb01.check_active_params(8 * 3 * 4096 * 14336 + 4096 * 8)
+    assert not total and total.message == "1,409,318,912——这是总参数量：一个 token 只运行它的 top_k 个专家。"
+    assert str(total).startswith("[激活参数量] 还不对：1,409,318,912")
+    assert "原始概率" in nb01.check_top_k_weights(lambda p, k: (np.argsort(-p, -1)[:, :k],
+                                                            np.sort(p, -1)[:, ::-1][:, :k])).message
+    assert nb01.check_dense_work_ratio(4).message.startswith("4 太小了。dense 路径对每个 token 运行全部 num_experts")

@@ -34,3 +34,12 @@ def test_shared_params():
     assert "not its gate" in nb02.check_shared_params(3 * h * f).message
     assert "three matrices" in nb02.check_shared_params(2 * h * f + h).message
     assert "too large" in nb02.check_shared_params(10 ** 12).message
+
+
+def test_feedback_in_chinese(zh):
+    s = np.asarray(nb02.EX2_SCORES)
+    fb = nb02.check_combine_weights(s / s.sum())
+    assert not fb and "没有缩放" in fb.message and "routed_scaling_factor 2.5" in fb.message
+    gate = nb02.check_shared_params(3 * 3584 * 20480)
+    assert gate.message == "220,200,960 算上了专家的三个矩阵，但没有算它的门控（hidden_size x 1）。"
+    assert str(gate).startswith("[共享专家参数量] 还不对：")

@@ -84,3 +84,11 @@ def test_buffer_rows(answer, hint):
     fb = nb03.check_buffer_rows(answer)
     assert not fb
     assert hint in fb.message
+
+
+def test_feedback_in_chinese(zh):
+    fb = nb03.check_capacity(156)
+    assert not fb and fb.message.startswith("156 是向下取整的结果：容量要向上取整")
+    assert nb03.check_capacity(79).message == "79 漏掉了 top_k：每个 token 占 k = 2 个槽位，所以共有 N*k 个槽位。"
+    assert "什么都没丢弃？专家 0 被选中了 4 次，但只有 2 个槽位。" in nb03.check_keep_mask(np.ones((6, 2))).message
+    assert nb03.check_padded_capacity(352).message.startswith("352 太大了。取最大负载，向上取整到 32 的倍数")

@@ -94,3 +94,10 @@ def test_chinese_top_share():
     assert "looks like a fraction" in nb05.check_chinese_top_share(share / 100).message
     assert "not the busiest expert's share" in nb05.check_chinese_top_share(share - 10).message
     assert "expected a percentage" in nb05.check_chinese_top_share("37").message
+
+
+def test_feedback_in_chinese(zh):
+    fb = nb05.check_capacity(125)
+    assert not fb and fb.message.startswith("125 是均衡负载 N*k/E；容量因子 1.1")
+    assert "1.3 不在滑块的取值网格上" in nb05.check_min_capacity_factor(1.3).message
+    assert str(nb05.check_temperature("no")) == "[温度] 还不对：请回答 True 或 False，但得到的是 'no'。"

@@ -73,3 +73,11 @@ def test_max_network_bytes_is_reached_by_some_routing():
         pool = np.concatenate([np.arange(g * experts_per_node, (g + 1) * experts_per_node) for g in groups])
         choice = rng.choice(pool, 8, replace=False)[None]
         assert network_copies(choice, 256, 8, [rng.integers(8)])[0] * 7680 * 2 <= nb06.expected_max_network_bytes()
+
+
+def test_feedback_in_chinese(zh):
+    fb = nb06.check_experts_per_npu(32)
+    assert not fb and fb.message.startswith("32——这是 256 / 8 个节点：专家分布在全部 64 个 NPU 上")
+    sent = nb06.check_dispatch_bytes(2048 * 8 * 7680 * 2)
+    assert sent.message == "251,658,240——专家就在本 NPU 上的行（占 1/64）不需要发送。"
+    assert str(nb06.check_inter_node_share(0.5)).startswith("[跨节点占比] 还不对：0.5 太小了。均匀路由")

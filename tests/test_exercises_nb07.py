@@ -56,3 +56,10 @@ def test_feedback_writes_integers_in_full():
     for fb in (nb07.check_scout_kv_bytes(7_650_410_496), nb07.check_scout_kv_bytes(25_769_803_776),
                nb07.check_expert_params(10)):
         assert "e+" not in fb.message
+
+
+def test_feedback_in_chinese(zh):
+    fb = nb07.check_min_npus(24)
+    assert not fb and fb.message == "24——要向上取整：不足一个 NPU 也得用一整个。"
+    assert nb07.check_kv_bytes_per_token(576 * 2).message == "1,152——这只是一层；模型共有 61 层。"
+    assert str(nb07.check_expert_params(10)) == "[单个专家的参数量] 还不对：10 太小了。"

@@ -34,3 +34,11 @@ def test_k_major_index():
     assert not nb08.check_k_major_index(6)
     assert "expected a number" in nb08.check_k_major_index("5").message
     assert "no answer yet" in nb08.check_k_major_index(None).message
+
+
+def test_feedback_in_chinese(zh):
+    fb = nb08.check_k_major_index(3)
+    assert not fb and fb.message.startswith("3 是行优先（row-major）索引 n*K + k（V2）")
+    assert "逐条检查该算子的限制" in nb08.check_gating_fits(True).message
+    assert "0..5 的一个排列" in nb08.check_expanded_row_idx([0, 0, 0, 0, 0, 0]).message
+    assert str(nb08.check_gating_fits(False)).startswith("[FusedAddTopKDiv 的限制] 正确：不能：")

@@ -10,7 +10,7 @@ from mindspore import Tensor
 import moe_lab
 from moe_lab.ascend.backend import Backend
 from moe_lab.core.reference import expert_numpy, layer_forward_numpy
-from moe_lab.parallel.cli import block_description, expert_span, format_table, job_processes, plural, run_ep
+from moe_lab.parallel.cli import block_description, expert_span, format_table, job_processes, run_ep
 from moe_lab.parallel.layer import (
     Communicator,
     ExpertParallelMoE,
@@ -23,6 +23,7 @@ from moe_lab.parallel.layer import (
 )
 from moe_lab.parallel.sim import strategy_bytes
 from moe_lab.parallel.worker import WorkerConfig, build_layer, make_tokens
+from moe_lab.textfmt import plural
 
 CFG = dict(tokens_per_rank=12, hidden_size=16, intermediate_size=24, num_experts=8, top_k=2, seed=3)
 # openPangu-Ultra-MoE's block at toy size (sigmoid scores, weights x 2.5, one shared expert), made group-limited

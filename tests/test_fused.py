@@ -272,3 +272,13 @@ def test_fused_parity_on_an_atlas_board():
         _, _, indices, _ = fused_route(xf, fixture.router, plan, COMPILED_KERNELS)
         np.testing.assert_array_equal(np.sort(indices.asnumpy(), 1),
                                       np.sort(fixture.router.route_tensors(xf)[2].asnumpy(), 1))
+
+
+def test_gating_reasons_in_chinese_keep_their_numbers(zh):
+    v3_like = SigmoidRouter(8, 256, 8, topk_method="noaux_tc", n_group=8, topk_group=4)
+    assert gating_plan(v3_like, "ascend910b").reason == ("在一个算子内完成 sigmoid、加偏置、从 8 组中选 4 组"
+                                                         "（组得分：top-2 之和）、top-k、重新归一化和缩放")
+    kimi_like = SigmoidRouter(8, 384, 8, topk_method="noaux_tc", n_group=8, topk_group=4)
+    assert gating_plan(kimi_like, "ascend910b").reason.startswith("384 个专家分为 8 组，超出了 FusedAddTopKDiv 的限制")
+    assert gating_plan(SigmoidRouter(8, 16, 2), "ascend910_93").reason == "FusedAddTopKDiv 在 ascend910_93 上：未知"
+    assert gating_plan(SoftmaxRouter(8, 4, 2), "ascend910b").reason == "在一个算子内完成 softmax 与 top-k"

@@ -14,7 +14,7 @@ NOTEBOOKS = {p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
 
 # Layers, lowest first: a module may import modules of its own layer or lower ones, never higher ones.
 LAYERS = [
-    ("moe_lab.checks", "moe_lab.i18n", "moe_lab.ascend.host"),
+    ("moe_lab.checks", "moe_lab.i18n", "moe_lab.textfmt", "moe_lab.ascend.host"),
     ("moe_lab.ascend",),
     ("moe_lab.env", "moe_lab.core"),
     ("moe_lab.balance",),

@@ -1,19 +1,26 @@
 """moe_lab.viz.figures: each plot draws the data it is given (checked on the artists), rejects bad shapes,
-keeps its legend off the data and its characters legible."""
+keeps its legend off the data and its characters legible, in English and in Chinese (the ``zh`` tests pass
+once the Chinese catalog has the figures' messages)."""
 
 import io
+import re
+import warnings
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from moe_lab.core.capacity_sweep import capacity_sweep  # noqa: E402
 from moe_lab.core.layer import MoELayer  # noqa: E402
+from moe_lab.env import cjk_font  # noqa: E402
+from moe_lab.i18n import set_language  # noqa: E402
 from moe_lab.viz import figures as viz  # noqa: E402
 
 
@@ -520,3 +527,126 @@ def test_clear_plot_leaves_an_empty_axes():
     assert ax.get_legend() is None and ax.get_legend_handles_labels() == ([], [])
     assert not np.isfinite(ax.dataLim.get_points()).all()  # forgotten: the next data sets the limits
     assert ax.xaxis.get_major_ticks()[0] is ticks[0]  # the axes and its ticks stay
+
+
+# ----------------------------------------------------------------------------- the Chinese edition
+
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def chinese_font():
+    """The rcParams ``moe_lab.setup(lang="zh")`` sets: a CJK font first (skips the test if none is installed)."""
+    font = cjk_font()
+    if font is None:
+        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
+    return matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False})
+
+
+@pytest.fixture
+def zh_plots(zh):
+    """Chinese messages (the ``zh`` fixture) and the CJK font ``moe_lab.setup(lang="zh")`` gives matplotlib."""
+    with chinese_font():
+        yield
+
+
+def texts_of(ax) -> dict[str, str]:
+    """What a learner reads on ``ax``: title, axis labels, legend entries, a colour bar's label."""
+    legend = ax.get_legend()
+    found = {"title": ax.get_title() or ax.get_title(loc="left"), "x label": ax.get_xlabel(),
+             "y label": ax.get_ylabel()}
+    if legend is not None:
+        found |= {f"legend {i}": t.get_text() for i, t in enumerate(legend.get_texts())}
+    return {name: text for name, text in found.items() if text}
+
+
+def not_chinese(fig) -> list[str]:
+    """Every text of ``fig``'s axes (see ``texts_of``) without a Chinese character."""
+    return [f"axes {i} {name}: {text!r}" for i, ax in enumerate(fig.axes) for name, text in texts_of(ax).items()
+            if not HAN.search(text)]
+
+
+def missing_glyphs(fig) -> list[str]:
+    """matplotlib's warnings about characters no font of the figure could draw (drawn as empty boxes)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.canvas.draw()
+    return [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+def chinese_figures():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=40)
+    indices = np.argsort(-probs, 1)[:, :2]
+    yield "expert load", viz.plot_expert_load([50, 10, 80, 20], capacity=40), 1
+    yield "expert load, dropless", viz.plot_expert_load([50, 10, 80, 20]), 1
+    yield "heatmap", viz.plot_routing_heatmap(probs, indices, np.ones(indices.shape, bool)), 1  # + colour bar
+    yield "confidence", viz.plot_confidence_histogram(probs, top_k=2), 1
+    yield "layer load", viz.plot_layer_load(np.array([[10, 30], [20, 20]])), 1
+    yield "text", viz.plot_text_experts("天地 ab", [0, 1, -1, 1, 0], 2), 0  # the tiles' characters are the text
+    yield "domains", viz.plot_domain_expert_heatmap([[30, 10], [0, 40]], ["英文", "中文"]), 1
+    yield "history", viz.plot_load_history([[30, 10], [25, 15], [20, 20]]), 1
+    layer = MoELayer(8, 16, 4, 2, seed=0)
+    x = ms.Tensor(np.random.default_rng(1).normal(size=(32, 8)).astype(np.float32))
+    yield "capacity sweep", viz.plot_capacity_sweep(capacity_sweep(layer, x, [0.5, 1.0, 2.0])), 2
+
+
+def test_figures_speak_chinese(zh_plots):
+    """Titles, axis labels, legends and colour-bar labels are Chinese (the numbers stay), and every
+    character is drawn by a font that has it: no empty boxes."""
+    for name, fig, axes_with_text in chinese_figures():
+        assert not_chinese(fig) == [], name
+        assert sum(bool(texts_of(ax)) for ax in fig.axes) >= axes_with_text, name
+        assert missing_glyphs(fig) == [], name
+        plt.close(fig)
+    fig = viz.plot_expert_load([50, 10, 80, 20], capacity=40)
+    title = fig.axes[0].get_title()
+    assert all(number in title for number in ("40", "50", "160", "31.2%", "2.00")), title
+    heatmap = viz.plot_routing_heatmap(np.full((3, 2), 0.5))
+    assert HAN.search(heatmap.axes[1].get_ylabel())  # the colour bar's label
+
+
+def test_chinese_legends_cover_no_data_or_labels(zh_plots):
+    """The legend checks of ``test_no_legend_covers_data_or_labels`` on the Chinese figures: Chinese
+    labels have other widths, and the legends under the axes must still fit."""
+    for name, fig in all_legend_figures():
+        assert not_chinese(fig) == [], name
+        assert legend_problems(fig) == [], name
+        plt.close(fig)
+
+
+def test_chinese_text_grid_keeps_its_legend_beside_the_tiles(zh_plots):
+    text = "床前明月光，\nmixed 天地 12+7=19"
+    fig = viz.plot_text_experts(text, np.arange(len(text)) % 5 - 1, 5, width=20)
+    ax = fig.axes[0]
+    assert not_chinese(fig) == []  # the title and every legend entry ("none", "expert 0", ...)
+    assert missing_glyphs(fig) == []  # draws the figure
+    legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    assert legend.x0 >= max(p.get_window_extent().x1 for p in ax.patches) and legend.x1 <= fig.bbox.x1
+
+
+@pytest.mark.parametrize("panel", list(UPDATES))
+def test_update_after_a_language_switch_draws_anew(panel):
+    """A plot drawn in English is not updated in place once the language is Chinese (its axis labels and
+    legend would stay English): ``update_*`` says False, the plot is drawn anew, then updates work again
+    and give the fresh Chinese picture."""
+    plot, update = FIXED_PANELS[panel], UPDATES[panel]
+    first, second = routing_data(8, 2, 12, 0), routing_data(8, 2, 12, 1)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    plot(first, ax)
+    english = ax.get_xlabel()
+    set_language("zh")
+    try:
+        with chinese_font():  # what moe_lab.setup(lang="zh") sets with the language
+            before = png_of(fig)
+            assert update(second, ax) is False and png_of(fig) == before
+            viz.clear_plot(ax)
+            plot(first, ax)
+            assert ax.get_xlabel() != english
+            assert update(second, ax) is True
+            fresh_fig, fresh_ax = plt.subplots(figsize=(4, 3))
+            plot(second, fresh_ax)
+            assert png_of(fig) == png_of(fresh_fig)
+    finally:
+        set_language("en")
+    assert update(second, ax) is False  # and back: the Chinese plot is not updated in English
+    plt.close(fig)

@@ -1,11 +1,13 @@
 """moe_lab.viz (simulate, widgets, dashboards): the NumPy routing simulation matches MoELayer, balancing
 works, the dashboards show the same tokens as the notebook and the checkers, a kept figure redraws the
 picture a fresh figure draws (pixel for pixel), and no widget value makes a dashboard callback raise
-(every control stepped through its range from the kernel side, no browser needed)."""
+(every control stepped through its range from the kernel side, no browser needed), in English and in
+Chinese (the ``zh`` tests pass once the Chinese catalog has the dashboards' messages)."""
 
 import base64
 import io
 import re
+import warnings
 
 import matplotlib
 
@@ -22,7 +24,9 @@ from moe_lab.core import reference  # noqa: E402
 from moe_lab.core.capacity import expert_capacity, keep_mask  # noqa: E402
 from moe_lab.core.layer import MoELayer  # noqa: E402
 from moe_lab.core.reference import keep_numpy  # noqa: E402
+from moe_lab.env import cjk_font  # noqa: E402
 from moe_lab.exercises import nb05  # noqa: E402
+from moe_lab.i18n import set_language  # noqa: E402
 from moe_lab.lm import routes  # noqa: E402
 from moe_lab.lm.corpus import DOMAINS, load_corpus  # noqa: E402
 from moe_lab.lm.model import LMConfig, TinyMoELM  # noqa: E402
@@ -598,3 +602,133 @@ def test_model_dashboard_before_a_text_was_routed_has_no_your_text(tiny_lm, corp
     renders = dash.renders
     dash.sample.value = YOUR_TEXT  # no text of the learner yet: nothing changes
     assert dash.text == SAMPLE_TEXTS["mixed"] and dash.renders == renders
+
+
+# ----------------------------------------------------------------------------- the Chinese edition
+
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def chinese_font():
+    """The rcParams ``moe_lab.setup(lang="zh")`` sets: a CJK font first (skips the test if none is installed)."""
+    font = cjk_font()
+    if font is None:
+        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
+    return matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False})
+
+
+@pytest.fixture
+def zh_plots(zh):
+    """Chinese messages (the ``zh`` fixture) and the CJK font ``moe_lab.setup(lang="zh")`` gives matplotlib."""
+    with chinese_font():
+        yield
+
+
+def test_the_load_title_counts_the_balancing_steps(dash):
+    def heading(**values):
+        return dash.figure(**(dash.values() | values)).axes[0].get_title().split("\n")[0]
+
+    assert heading(dropless=True, balancing="aux", steps=1) == "tokens per expert (dropless) after 1 aux step"
+    capacity = dash.run(**(dash.values() | {"balancing": "bias", "steps": 3})).routing.capacity
+    assert heading(balancing="bias", steps=3) == f"tokens per expert (capacity {capacity}) after 3 bias steps"
+    assert heading(balancing="bias", steps=0) == heading(balancing="none", steps=5) == \
+        f"tokens per expert (capacity {capacity})"
+
+
+def test_routing_dashboard_speaks_chinese(zh_plots):
+    """Control labels and menu labels are Chinese, the menu values stay the code's; every panel's title,
+    axis labels and legend, and the figure's title, are Chinese."""
+    dash = RoutingDashboard(num_tokens=128, quiet=True)
+    for name, control in dash.controls.items():
+        if name != "top_k":  # "top-k" is the same word in Chinese
+            assert HAN.search(control.description), name
+    balancing = dash.controls["balancing"]
+    assert [value for _label, value in balancing.options] == ["none", "aux", "bias"]
+    assert all(HAN.search(label) for label, _value in balancing.options)
+    fig = dash.figure(**(dash.values() | {"balancing": "aux", "steps": 3}))
+    assert HAN.search(fig._suptitle.get_text())
+    for i, ax in enumerate(fig.axes):
+        texts = [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        texts += [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
+        assert all(HAN.search(t) for t in texts), (i, texts)
+    assert "aux" in fig.axes[0].get_title() and "3" in fig.axes[0].get_title()  # method and steps kept
+
+
+def test_chinese_dashboard_keeps_labels_and_legends_inside_the_picture(zh_plots):
+    """The layout check of the English dashboard with Chinese labels (other widths), E = 2 ... 16."""
+    dash = RoutingDashboard(num_tokens=128, quiet=True)
+    for e in (2, 3, 8, 16):
+        fig = dash.figure(**(dash.values() | {"num_experts": e, "top_k": 2, "capacity_factor": 3.0}))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig.canvas.draw()
+        assert not [w for w in caught if "missing from font" in str(w.message)], e  # no empty boxes
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            for label in (ax.yaxis.label, ax.xaxis.label, *ax.get_yticklabels(), ax.title):
+                box = label.get_window_extent(renderer)
+                assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y0 >= 0 and box.y1 <= fig.bbox.y1, \
+                    (e, label.get_text())
+            if ax.get_legend() is not None:
+                legend = ax.get_legend().get_window_extent(renderer)
+                assert not legend.overlaps(ax.bbox) and legend.y0 >= 0 and legend.x1 <= fig.bbox.x1, (e, "legend")
+        title = fig._suptitle.get_window_extent(renderer)
+        assert title.x0 >= 0 and title.x1 <= fig.bbox.x1
+        plt.close(fig)
+
+
+def test_redraw_in_place_across_a_language_switch_is_the_fresh_picture():
+    """A dashboard made in English, redrawn after the language changed to Chinese (and back), shows the
+    picture a new figure draws in that language, pixel for pixel: the kept panels are drawn anew."""
+    dash = RoutingDashboard(num_tokens=96, quiet=True)
+    english = pixels(dash.render_png(**dash.values()))
+    moves = [("skew", 2.0), ("temperature", 0.5), ("num_experts", 6), ("balancing", "bias"), ("steps", 3)]
+    set_language("zh")
+    try:
+        with chinese_font():
+            for i, (name, value) in enumerate([(None, None), *moves]):
+                if name is not None:
+                    dash.controls[name].value = value
+                got = pixels(dash.render_png(**dash.values()))
+                want = fresh_pixels(dash, dash.values())
+                assert int((got != want).any(-1).sum()) == 0, f"in Chinese, after {name}={value}"
+                if i == 0:
+                    assert (got != english).any()  # the same numbers, Chinese words
+    finally:
+        set_language("en")
+    got = pixels(dash.render_png(**dash.values()))
+    assert int((got != fresh_pixels(dash, dash.values())).any(-1).sum()) == 0, "back in English"
+
+
+def test_model_dashboard_speaks_chinese(tiny_lm, corpus, zh_plots):
+    dash = ModelDashboard(tiny_lm, routes.domain_expert_counts(tiny_lm, corpus, windows_per_domain=1), quiet=True)
+    for widget in (dash.sample, dash.text_box, dash.controls["layer"], dash.controls["expert"]):
+        assert HAN.search(widget.description), widget
+    assert HAN.search(dash.route_button.description) and HAN.search(dash.text_box.placeholder)
+    # menu labels Chinese (Python stays Python), values the English names the code uses
+    assert [value for _label, value in dash.sample.options] == [*SAMPLE_TEXTS, YOUR_TEXT]
+    assert all(HAN.search(label) for label, value in dash.sample.options if value != "Python")
+    assert dash.sample.value == "mixed" and HAN.search(dash.sample.label)
+    assert all(HAN.search(label) for label, _value in dash.controls["expert"].options)
+    fig = dash.figure(text="天地 hello", layer=0, expert=1)
+    text_ax, load_ax, dom_ax = fig.axes
+    assert all(HAN.search(ax.get_title(loc="left") or ax.get_title()) for ax in fig.axes)
+    assert all(HAN.search(t.get_text()) for t in load_ax.get_xticklabels())  # "layer 0", "layer 1"
+    domains = [t.get_text() for t in dom_ax.get_yticklabels()]
+    assert len(domains) == len(DOMAINS) and sum(bool(HAN.search(d)) for d in domains) == len(DOMAINS) - 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.canvas.draw()
+    assert not [w for w in caught if "missing from font" in str(w.message)]
+    empty = dash.figure(text="", layer=0, expert=-1)
+    assert HAN.search(empty.axes[0].texts[0].get_text())
+    plt.close("all")
+
+
+def test_exercise_box_speaks_chinese(zh):
+    box = vwidgets.ExerciseBox("<b>1.</b> 问题", nb05.check_app_best_balancing)
+    assert HAN.search(box.button.description) and HAN.search(box.answer.placeholder)
+    box.button.click()
+    assert HAN.search(box.feedback.value) and box.last is None
+    box.answer.value = nb05.app_best_balancing()
+    assert box.last and HAN.search(box.feedback.value.split("</span>")[0])  # the verdict word

@@ -102,13 +102,19 @@ def problems(lang: str) -> list[str]:
 def merge(lang: str, files: list[str]) -> int:
     """Write the translations of ``files`` (JSON objects msgid -> msgstr) into the catalog; returns how many."""
     catalog = update(lang)
-    known = {m.id: m for m in catalog if m.id}
+    # a plural message (ngettext) is keyed by its singular; one string fills every form (Chinese has one)
+    known = {(m.id if isinstance(m.id, str) else m.id[0]): m for m in catalog if m.id}
     filled = 0
     for name in files:
         for msgid, msgstr in json.loads(Path(name).read_text(encoding="utf-8")).items():
             if msgid in known and msgstr:
-                known[msgid].string = msgstr
-                known[msgid].flags.discard("fuzzy")
+                message = known[msgid]
+                if isinstance(message.id, str):
+                    message.string = msgstr
+                else:
+                    forms = [msgstr] if isinstance(msgstr, str) else list(msgstr)
+                    message.string = tuple(forms + forms[-1:] * (catalog.num_plurals - len(forms)))
+                message.flags.discard("fuzzy")
                 filled += 1
     with po_path(lang).open("wb") as fh:
         write_po(fh, catalog, width=120, omit_header=False, sort_output=False, include_previous=False)

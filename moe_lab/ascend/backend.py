@@ -58,6 +58,8 @@ import mindspore as ms
 
 from moe_lab.ascend.host import HostSignals, host_signals
 from moe_lab.checks import check_choice, check_float
+from moe_lab.i18n import N_, _
+from moe_lab.textfmt import ljust, width
 
 BACKEND_ENV = "MOE_LAB_BACKEND"
 PROBE_TIMEOUT_ENV = "MOE_LAB_PROBE_TIMEOUT"
@@ -68,14 +70,15 @@ EMULATED = {"emulate-910b": "ascend910b", "emulate-910_93": "ascend910_93", "emu
 BACKEND_CHOICES = ("auto", "cpu", "ascend", *EMULATED)
 FUSED_DTYPES = ("float32", "bfloat16", "float16")
 
-# tier -> boards, fused pipeline allowed, the dtypes its fused path may compute in (first = default)
+# tier -> boards (in English; ``Backend.boards`` translates them), fused pipeline allowed, the dtypes its fused
+# path may compute in (first = default)
 TIERS = {
-    "fused": dict(boards="Atlas A2/A3 (Atlas 800T/800I A2, A3 servers)", fused=True,
+    "fused": dict(boards=N_("Atlas A2/A3 (Atlas 800T/800I A2, A3 servers)"), fused=True,
                   dtypes=("float32", "bfloat16", "float16")),
     "fp16-subset": dict(boards="Atlas 300I Duo/Pro (Ascend 310P)", fused=True, dtypes=("float16",)),
-    "npu-basic": dict(boards="Atlas 200I DK A2 / Orange Pi AIpro (Ascend 310B) or older Ascend",
+    "npu-basic": dict(boards=N_("Atlas 200I DK A2 / Orange Pi AIpro (Ascend 310B) or older Ascend"),
                       fused=False, dtypes=()),
-    "cpu": dict(boards="no Ascend NPU", fused=False, dtypes=()),
+    "cpu": dict(boards=N_("no Ascend NPU"), fused=False, dtypes=()),
 }
 # The operators of the fused pipeline (MoeInitRoutingV2 -> GroupedMatmulV4 -> MoeTokenUnpermute) that
 # each tier registers, from data/ascend_ops.json (tests check the two agree).
@@ -103,14 +106,16 @@ class Backend:
     device: str  # "CPU" | "Ascend"
     soc: str | None = None  # MindSpore's SoC name, e.g. "ascend910b"; None on CPU
     tier: str = "cpu"  # a key of TIERS
-    reason: str = ""  # how it was decided (shown by notebook 08)
+    reason: str = ""  # how it was decided (shown by notebook 08), in the language of the moment of detection
     device_count: int | None = None
     emulated: bool = False  # MindSpore on the CPU, reference operators in place of the compiled ones
     fused_dtype: str | None = None  # the dtype the fused path computes in; None where there is no fused path
 
     @property
     def boards(self) -> str:
-        return TIERS[self.tier]["boards"]
+        """The boards of this tier, in the package's language."""
+        boards = TIERS[self.tier]["boards"]  # a variable: Babel would take a literal in _() for a message
+        return _(boards)
 
     @property
     def can_run_fused(self) -> bool:
@@ -129,12 +134,16 @@ class Backend:
         return "fused" if self.tier == "fused" else "sorted"
 
     def describe(self) -> str:
-        soc = self.soc or "-"
-        kind = ("emulated board (MindSpore on the CPU, reference operators)" if self.emulated
-                else f"device {self.device}")
-        dtype = f", fused path in {self.fused_dtype}" if self.fused_dtype else ""
-        return (f"backend {self.name}: {kind}, SoC {soc}, tier {self.tier} ({self.boards}); "
-                f"default dispatch {self.default_dispatch!r}{dtype}; {self.reason}")
+        """One line for a learner (notebook 08): backend, device, SoC, tier, default dispatch, and why."""
+        kind = (_("emulated board (MindSpore on the CPU, reference operators)") if self.emulated
+                else _("device {device}").format(device=self.device))
+        fields = dict(name=self.name, kind=kind, soc=self.soc or "-", tier=self.tier, boards=self.boards,
+                      dispatch=repr(self.default_dispatch), dtype=self.fused_dtype, reason=self.reason)
+        if self.fused_dtype:
+            return _("backend {name}: {kind}, SoC {soc}, tier {tier} ({boards}); default dispatch {dispatch}, "
+                     "fused path in {dtype}; {reason}").format(**fields)
+        return _("backend {name}: {kind}, SoC {soc}, tier {tier} ({boards}); default dispatch {dispatch}; "
+                 "{reason}").format(**fields)
 
 
 CPU = Backend(name="cpu", device="CPU", reason="default")
@@ -195,14 +204,15 @@ def probe_mindspore(timeout: float = PROBE_TIMEOUT_S, python: str = sys.executab
         done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "GLOG_v": "3"})
     except subprocess.TimeoutExpired:
-        return ProbeResult(error=f"the MindSpore probe did not answer within {timeout:g} s "
-                                 f"(raise {PROBE_TIMEOUT_ENV} on a slow board)")
+        return ProbeResult(error=_("the MindSpore probe did not answer within {timeout} s (raise {variable} on a "
+                                   "slow board)").format(timeout=f"{timeout:g}", variable=PROBE_TIMEOUT_ENV))
     except OSError as err:
-        return ProbeResult(error=f"could not start the MindSpore probe: {err}")
+        return ProbeResult(error=_("could not start the MindSpore probe: {error}").format(error=err))
     line = next((s for s in done.stdout.splitlines() if s.startswith("MOE_LAB_PROBE ")), None)
     if line is None:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return ProbeResult(error=f"the MindSpore probe exited with code {done.returncode}: {tail}")
+        tail = (done.stderr.strip().splitlines() or [_("no output")])[-1][:200]
+        return ProbeResult(error=_("the MindSpore probe exited with code {code}: {tail}").format(
+            code=done.returncode, tail=tail))
     data = json.loads(line[len("MOE_LAB_PROBE "):])
     return ProbeResult(soc=data.get("soc") or "", available=bool(data.get("available")),
                        device_count=data.get("device_count"), mindspore=data.get("mindspore"),
@@ -270,8 +280,8 @@ def emulated_backend(choice: str, env: Mapping[str, str] | None = None) -> Backe
     tier = tier_of_soc(soc)
     return Backend(name=choice, device="CPU", soc=soc, tier=tier, emulated=True,
                    fused_dtype=fused_dtype_of(tier, env),
-                   reason=f"{BACKEND_ENV}={choice}: MindSpore on the CPU, moe_lab.ascend.ops_ref in place of "
-                          f"the compiled {soc} operators")
+                   reason=_("{variable}={choice}: MindSpore on the CPU, moe_lab.ascend.ops_ref in place of the "
+                            "compiled {soc} operators").format(variable=BACKEND_ENV, choice=choice, soc=soc))
 
 
 def detect_backend(env: Mapping[str, str] | None = None, signals: HostSignals | None = None,
@@ -311,32 +321,33 @@ def _detect(env, signals, probe, timeout, report) -> Backend:
 
     def fallback(why: str, loud: bool = False) -> Backend:
         hint = signals.access_hint()
-        why = f"{why} ({hint})" if hint else why
+        why = _("{why} ({hint})").format(why=why, hint=hint) if hint else why
         if forced:
             raise AscendUnavailableError(f"{BACKEND_ENV}=ascend, but {why}. Host: {signals.summary()}. "
                                          f"Unset {BACKEND_ENV} (or set it to cpu) to run on the CPU.")
         if loud:  # an NPU seems to be there: say why it is not used, instead of running on the CPU silently
-            report(f"running on the CPU: {why}")
+            report(_("running on the CPU: {why}").format(why=why))
         return Backend(name="cpu", device="CPU", reason=why)
 
     if not signals.has_device:
-        extra = ""
         if signals.npu_smi or signals.cann_home:  # a CANN toolkit alone (e.g. a build machine) is no NPU
-            extra = " (CANN/npu-smi found, but without a device node there is no usable NPU; in a container, " \
-                    "pass /dev/davinci* through)"
-        return fallback(f"no /dev/davinci* device node{extra}")
+            return fallback(_("no /dev/davinci* device node (CANN/npu-smi found, but without a device node there is "
+                              "no usable NPU; in a container, pass /dev/davinci* through)"))
+        return fallback(_("no /dev/davinci* device node"))
     result = (probe or probe_mindspore)(timeout)
     if result.error:
-        return fallback(f"device nodes found, but the MindSpore probe failed: {result.error}", loud=True)
+        return fallback(_("device nodes found, but the MindSpore probe failed: {error}").format(error=result.error),
+                        loud=True)
     if not result.available:
-        return fallback("device nodes found, but MindSpore cannot load its Ascend plugin (source the CANN "
-                        "toolkit's set_env.sh so that its libraries are found)", loud=True)
+        return fallback(_("device nodes found, but MindSpore cannot load its Ascend plugin (source the CANN "
+                          "toolkit's set_env.sh so that its libraries are found)"), loud=True)
     tier = tier_of_soc(result.soc)
     if tier == "cpu":
-        return fallback(f"MindSpore reported no known Ascend SoC (got {result.soc!r})", loud=True)
+        return fallback(_("MindSpore reported no known Ascend SoC (got {soc})").format(soc=repr(result.soc)),
+                        loud=True)
     soc = normalize_soc(result.soc)
-    how = f"{BACKEND_ENV}={choice}; {len(signals.device_nodes)} device node(s); MindSpore {result.mindspore} " \
-          f"reports SoC {soc}"
+    how = _("{variable}={choice}; {nodes} device node(s); MindSpore {version} reports SoC {soc}").format(
+        variable=BACKEND_ENV, choice=choice, nodes=len(signals.device_nodes), version=result.mindspore, soc=soc)
     return Backend(name=f"ascend-{tier}", device="Ascend", soc=soc, tier=tier, reason=how,
                    device_count=result.device_count, fused_dtype=fused_dtype_of(tier, env))
 
@@ -360,7 +371,7 @@ def current_backend() -> Backend:
     """The detected backend, unless ``moe_lab.setup(device="CPU")`` explicitly put MindSpore on the CPU."""
     backend = detect_backend()
     if _DEVICE == "CPU" and backend.device != "CPU":
-        return Backend(name="cpu", device="CPU", reason="moe_lab.setup(device='CPU') was called")
+        return Backend(name="cpu", device="CPU", reason=_("moe_lab.setup(device='CPU') was called"))
     return backend
 
 
@@ -369,7 +380,7 @@ def with_fused_dtype(backend: Backend, dtype: str) -> Backend:
     allowed = TIERS[backend.tier]["dtypes"]
     if dtype not in allowed:
         raise ValueError(f"dtype must be one of {', '.join(map(repr, allowed)) or '(none: no fused path)'} on "
-                         f"{backend.boards}; got {dtype!r}")
+                         f"{TIERS[backend.tier]['boards']}; got {dtype!r}")
     return replace(backend, fused_dtype=dtype)
 
 
@@ -399,14 +410,25 @@ def load_ops_table(path: str | Path | None = None) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# How the table's support values read to a learner ("fp16": only in float16, a name)
+SUPPORT_LABELS = {"yes": N_("yes"), "no": N_("no"), "unknown": N_("unknown")}
+
+
+def support_label(value: str) -> str:
+    """A support value of ``data/ascend_ops.json`` (``yes``, ``fp16``, ``no``, ``unknown``) in the package's
+    language."""
+    return _(SUPPORT_LABELS[value]) if value in SUPPORT_LABELS else value
+
+
 def ops_table_text(table: dict | None = None) -> str:
-    """The table as fixed-width text (notebook 08): one row per operator, one column per SoC."""
+    """The table as fixed-width text (notebook 08): one row per operator, one column per SoC, in the package's
+    language (columns measured in display width, so that Chinese words keep them aligned)."""
     table = load_ops_table() if table is None else table
-    head = ["operator", *TABLE_SOCS, "CPU reference"]
-    rows = [[op["operator"], *(op["support"][soc] for soc in TABLE_SOCS), op["ascend_ref"] or "-"]
+    head = [_("operator"), *TABLE_SOCS, _("CPU reference")]
+    rows = [[op["operator"], *(support_label(op["support"][soc]) for soc in TABLE_SOCS), op["ascend_ref"] or "-"]
             for op in table["operators"]]
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
+    widths = [max(width(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(ljust(c, w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

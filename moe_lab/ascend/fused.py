@@ -31,8 +31,9 @@ from mindspore import Tensor, ops
 from mindspore.ops.auto_generate import MoeGatingTopKSoftmax, format_cast, fused_add_topk_div, grouped_matmul_v4
 
 from moe_lab.ascend import ops_ref
-from moe_lab.ascend.backend import Backend, op_support, require_fused
+from moe_lab.ascend.backend import Backend, op_support, require_fused, support_label
 from moe_lab.checks import check_choice
+from moe_lab.i18n import _
 
 DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
 
@@ -164,7 +165,8 @@ def fused_moe(x: Tensor, indices: Tensor, weights: Tensor, w_gate: Tensor | None
 
 @dataclass(frozen=True)
 class GatingPlan:
-    """Which compiled gating kernel routes a router on a board (``kernel`` None: ordinary ops), and why."""
+    """Which compiled gating kernel routes a router on a board (``kernel`` None: ordinary ops), and why (``reason``,
+    in the package's language: notebook 08 prints it)."""
 
     kernel: str | None
     reason: str
@@ -180,21 +182,24 @@ def gating_plan(router, soc: str | None) -> GatingPlan:
     call, never by trying one.
     """
     if soc is None:
-        return GatingPlan(None, "no Ascend SoC: the router runs as ordinary operators")
+        return GatingPlan(None, _("no Ascend SoC: the router runs as ordinary operators"))
     biased = bool(np.any(router.selection_bias.asnumpy() != 0))
     e, k = router.num_experts, router.top_k
     if router.scoring_func == "softmax":
         if op_support(soc, "MoeGatingTopKSoftmax") != "yes":
-            return GatingPlan(None, f"{soc} has no MoeGatingTopKSoftmax kernel")
+            return GatingPlan(None, _("{soc} has no MoeGatingTopKSoftmax kernel").format(soc=soc))
         if router.group_limited or biased:
-            return GatingPlan(None, "MoeGatingTopKSoftmax has neither a selection bias nor group-limited selection")
-        return GatingPlan("MoeGatingTopKSoftmax", "softmax top-k in one kernel")
+            return GatingPlan(None, _("MoeGatingTopKSoftmax has neither a selection bias nor group-limited "
+                                      "selection"))
+        return GatingPlan("MoeGatingTopKSoftmax", _("softmax top-k in one kernel"))
     if router.scoring_func != "sigmoid":
-        return GatingPlan(None, f"no gating kernel for {router.scoring_func!r} scores")
+        return GatingPlan(None, _("no gating kernel for {scoring_func} scores").format(
+            scoring_func=repr(router.scoring_func)))
     if op_support(soc, "FusedAddTopKDiv") != "yes":
-        return GatingPlan(None, f"FusedAddTopKDiv is {op_support(soc, 'FusedAddTopKDiv')} on {soc}")
+        return GatingPlan(None, _("FusedAddTopKDiv is {support} on {soc}").format(
+            support=support_label(op_support(soc, "FusedAddTopKDiv")), soc=soc))
     if not router.norm_topk_prob and router.routed_scaling_factor != 1.0:
-        return GatingPlan(None, "FusedAddTopKDiv scales the weights only when it renormalises them")
+        return GatingPlan(None, _("FusedAddTopKDiv scales the weights only when it renormalises them"))
     if router.group_limited:
         group_num, group_topk = router.n_group, router.topk_group
         n = 2 if router.topk_method == "noaux_tc" else 1
@@ -202,13 +207,15 @@ def gating_plan(router, soc: str | None) -> GatingPlan:
         group_num = 8 if e >= 32 else 1
         group_topk, n = group_num, 1
     if e % group_num or e < group_num * n or e > 32 * group_num or (e >= 32 and group_num != 8):
-        return GatingPlan(None, f"{e} experts in {group_num} groups are outside FusedAddTopKDiv's limits (a multiple "
-                                "of the groups, at most 32 per group, 8 groups from 32 experts on)")
+        return GatingPlan(None, _("{num_experts} experts in {n_group} groups are outside FusedAddTopKDiv's limits (a "
+                                  "multiple of the groups, at most 32 per group, 8 groups from 32 experts on)").format(
+            num_experts=e, n_group=group_num))
     if k > e:
-        return GatingPlan(None, "top_k exceeds the experts")
+        return GatingPlan(None, _("top_k exceeds the experts"))
     scale = router.routed_scaling_factor if router.norm_topk_prob else 1.0
-    return GatingPlan("FusedAddTopKDiv", f"sigmoid, bias, {group_topk} of {group_num} groups (score: top-{n} sum), "
-                                         "top-k, renormalise and scale in one kernel",
+    return GatingPlan("FusedAddTopKDiv", _("sigmoid, bias, {topk_group} of {n_group} groups (score: top-{n} sum), "
+                                           "top-k, renormalise and scale in one kernel").format(
+                          topk_group=group_topk, n_group=group_num, n=n),
                       (group_num, group_topk, n, router.norm_topk_prob, scale))
 
 

@@ -15,6 +15,8 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from moe_lab.i18n import _
+
 NPU_SMI_PATHS = ("/usr/local/bin/npu-smi", "/usr/local/sbin/npu-smi", "/usr/local/Ascend/npu-smi/npu-smi")
 # the NPU driver creates /dev/davinci<N> (one per NPU) and /dev/davinci_manager on every board (servers and
 # cards also /dev/devmm_svm and /dev/hisi_hdc; 310B boards /dev/svm0 instead); a container must be given them,
@@ -38,20 +40,24 @@ class HostSignals:
         return bool(self.device_nodes)
 
     def summary(self) -> str:
-        nodes = ", ".join(self.device_nodes) if self.device_nodes else "none"
-        return f"device nodes: {nodes}; npu-smi: {self.npu_smi or 'not found'}; CANN: {self.cann_home or 'not set'}"
+        """One line for a learner (notebook 08), in the package's language."""
+        return _("device nodes: {nodes}; npu-smi: {npu_smi}; CANN: {cann}").format(
+            nodes=", ".join(self.device_nodes) if self.device_nodes else _("none"),
+            npu_smi=self.npu_smi or _("not found"), cann=self.cann_home or _("not set"))
 
     def access_hint(self) -> str:
-        """Why device nodes that exist may still be unusable, or ``""`` when nothing looks wrong."""
+        """Why device nodes that exist may still be unusable, or ``""`` when nothing looks wrong (in the package's
+        language: notebook 08 prints it within the reason for running on the CPU)."""
         hints = []
         if self.unreadable:
-            hints.append(f"this user cannot open {', '.join(self.unreadable)}: add it to the HwHiAiUser group "
-                         "(usermod -aG HwHiAiUser $USER, then log in again) or run as the driver's user")
+            hints.append(_("this user cannot open {nodes}: add it to the HwHiAiUser group (usermod -aG HwHiAiUser "
+                           "$USER, then log in again) or run as the driver's user").format(
+                nodes=", ".join(self.unreadable)))
         if self.missing_control:
-            hints.append(f"/dev/{', /dev/'.join(self.missing_control)} missing: in a container, pass "
-                         "/dev/davinci_manager (and /dev/devmm_svm, /dev/hisi_hdc, or /dev/svm0 on a 310B board) "
-                         "through with the /dev/davinci* nodes")
-        return "; ".join(hints)
+            hints.append(_("{nodes} missing: in a container, pass /dev/davinci_manager (and /dev/devmm_svm, "
+                           "/dev/hisi_hdc, or /dev/svm0 on a 310B board) through with the /dev/davinci* nodes").format(
+                nodes="/dev/" + ", /dev/".join(self.missing_control)))
+        return _("; ").join(hints)
 
 
 def host_signals(dev_dir: str = "/dev", env: Mapping[str, str] | None = None,

@@ -33,7 +33,8 @@ from moe_lab.budget.memory import (
     serving_memory,
 )
 from moe_lab.budget.spec import load_config, load_model, load_published, model_ids
-from moe_lab.budget.text import kv_growth_text, plural, span
+from moe_lab.budget.text import kv_growth_text, span
+from moe_lab.textfmt import plural
 
 DEFAULT_MODEL = "openpangu-ultra-moe-718b"
 

@@ -42,6 +42,7 @@ from moe_lab.core.config import (
     flatten_config,
     moe_block_config,
 )
+from moe_lab.i18n import _, language
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 MODELS_DIR = DATA_DIR / "models"
@@ -120,14 +121,24 @@ class ModelSpec:
         return self.num_layers - self.num_moe_layers
 
     def describe(self) -> str:
-        """One line: family, attention, layer split, experts."""
-        attn = (f"MLA (latent {self.kv_lora_rank} + rope {self.qk_rope_head_dim})" if self.attention == "mla"
-                else f"GQA {self.num_heads} q / {self.num_kv_heads} kv heads x {self.head_dim}")
-        shared = f" + shared {self.shared_ffn_size}" if self.shared_ffn_size else ""
-        moe = (f"{self.num_experts} experts top-{self.top_k} (width {self.expert_ffn_size}{shared})"
-               if self.num_moe_layers else "no MoE layers")
-        return (f"{self.name}: {self.model_type}, {attn}, {self.num_layers} layers "
-                f"({self.num_dense_layers} dense + {self.num_moe_layers} MoE), {moe}")
+        """One line, in the package's language: family, attention, layer split, experts (notebook 07)."""
+        if self.attention == "mla":
+            attn = _("MLA (latent {kv_lora_rank} + rope {rope})").format(kv_lora_rank=self.kv_lora_rank,
+                                                                          rope=self.qk_rope_head_dim)
+        else:
+            attn = _("GQA {heads} q / {kv_heads} kv heads x {head_dim}").format(
+                heads=self.num_heads, kv_heads=self.num_kv_heads, head_dim=self.head_dim)
+        if not self.num_moe_layers:
+            moe = _("no MoE layers")
+        elif self.shared_ffn_size:
+            moe = _("{experts} experts top-{top_k} (width {width} + shared {shared})").format(
+                experts=self.num_experts, top_k=self.top_k, width=self.expert_ffn_size, shared=self.shared_ffn_size)
+        else:
+            moe = _("{experts} experts top-{top_k} (width {width})").format(
+                experts=self.num_experts, top_k=self.top_k, width=self.expert_ffn_size)
+        return _("{name}: {model_type}, {attention}, {layers} layers ({dense} dense + {moe_layers} MoE), {experts}"
+                 ).format(name=self.name, model_type=self.model_type, attention=attn, layers=self.num_layers,
+                          dense=self.num_dense_layers, moe_layers=self.num_moe_layers, experts=moe)
 
 
 # ----------------------------------------------------------------------------- reading configs
@@ -380,5 +391,15 @@ def load_published() -> dict:
 
 def load_article_claims() -> dict:
     """``data/models/article_claims.json``: the article's claims, verdicts and evidence (notebook 07's
-    fact-check computes the numbers)."""
-    return json.loads((MODELS_DIR / "article_claims.json").read_text(encoding="utf-8"))
+    fact-check computes the numbers).
+
+    ``claim``, ``verdict`` and ``evidence`` come in the course's language: under ``MOE_LAB_LANG=zh`` each takes its
+    ``*_zh`` field (the English one stays as ``*_en``), so the Chinese notebook runs the same cell."""
+    data = json.loads((MODELS_DIR / "article_claims.json").read_text(encoding="utf-8"))
+    lang = language()
+    for claim in data["claims"]:
+        for name in ("claim", "verdict", "evidence"):
+            claim[f"{name}_en"] = claim[name]
+            if lang != "en":
+                claim[name] = claim[f"{name}_{lang}"]
+    return data

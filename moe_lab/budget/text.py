@@ -1,7 +1,7 @@
 """How the budget writes numbers for a learner (notebook 07, ``python -m moe_lab budget``): integers in full
-with thousands separators, a range only when its ends differ, singular and plural.
+with thousands separators, a range only when its ends differ (singular and plural: ``moe_lab.textfmt.plural``).
 
-    span(836.3, 1115.1) -> "836-1,115";  span(116.64, 116.61, 1) -> "116.6";  plural(1, "node") -> "1 node"
+    span(836.3, 1115.1) -> "836-1,115";  span(116.64, 116.61, 1) -> "116.6"
 """
 
 from __future__ import annotations
@@ -11,11 +11,6 @@ def span(low: float, high: float, digits: int = 0) -> str:
     """``low-high`` with thousands separators, or one number when both ends round to the same text."""
     a, b = f"{low:,.{digits}f}", f"{high:,.{digits}f}"
     return a if a == b else f"{a}-{b}"
-
-
-def plural(n: int, word: str) -> str:
-    """``1 node``, ``4 nodes``, ``1,000 devices``."""
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def kv_growth_text(growth) -> str:

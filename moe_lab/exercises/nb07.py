@@ -16,6 +16,7 @@ from moe_lab.budget.hardware import load_device
 from moe_lab.budget.memory import kv_bytes_per_token, kv_cache_bytes, kv_values_per_token_per_layer, weight_bytes
 from moe_lab.budget.spec import load_model
 from moe_lab.exercises import Feedback, check_number, right, unanswered, wrong
+from moe_lab.i18n import _
 
 MODEL = "openpangu-ultra-moe-718b"
 SCOUT = "llama-4-scout"
@@ -27,18 +28,20 @@ def _as_number(exercise: str, answer) -> tuple[float | None, Feedback | None]:
     if missing is not None:  # a Feedback is falsy when wrong: compare with None
         return None, missing
     if isinstance(answer, bool) or not isinstance(answer, (int, float, np.integer, np.floating)):
-        return None, wrong(exercise, f"expected a number, got {type(answer).__name__}.")
+        return None, wrong(exercise, _("expected a number, got {type}.").format(type=type(answer).__name__))
     return float(answer), None
 
 
 def _graded(exercise: str, answer, expected: float, hints: dict, rel: float = 1e-9) -> Feedback:
-    """Right if ``answer`` equals ``expected``; a known mistake gets its hint; else too large/small."""
+    """Right if ``answer`` equals ``expected``; a known mistake gets its hint (already translated); else too
+    large/small."""
     value, problem = _as_number(exercise, answer)
     if problem is not None:
         return problem
     for wrong_value, hint in hints.items():
         if wrong_value != expected and math.isclose(value, wrong_value, rel_tol=rel):
-            return wrong(exercise, f"{value:,.0f}: {hint}")
+            # i18n: a typical wrong answer, then the hint that names the slip
+            return wrong(exercise, _("{value}: {hint}").format(value=f"{value:,.0f}", hint=hint))
     return check_number(exercise, value, expected, rel=rel)
 
 
@@ -52,18 +55,19 @@ def check_expert_params(answer) -> Feedback:
     spec = load_model(MODEL)
     h, f = spec.hidden_size, spec.expert_ffn_size
     expected = expert_answer()
+    name = _("expert params")
     hints = {
-        2 * h * f: "that is two projections; a SwiGLU expert has three (gate, up and down).",
-        h * f: "that is one projection; a SwiGLU expert has three (gate, up and down).",
-        expected * spec.num_moe_layers: f"that is one expert summed over all {spec.num_moe_layers} MoE layers; "
-                                        "the question asks for one layer.",
-        expected * spec.num_experts: f"that is all {spec.num_experts} routed experts of a layer; the question "
-                                     "asks for one.",
+        2 * h * f: _("that is two projections; a SwiGLU expert has three (gate, up and down)."),
+        h * f: _("that is one projection; a SwiGLU expert has three (gate, up and down)."),
+        expected * spec.num_moe_layers: _("that is one expert summed over all {layers} MoE layers; the question "
+                                          "asks for one layer.").format(layers=spec.num_moe_layers),
+        expected * spec.num_experts: _("that is all {experts} routed experts of a layer; the question asks for "
+                                       "one.").format(experts=spec.num_experts),
     }
-    fb = _graded("expert params", answer, expected, hints)
+    fb = _graded(name, answer, expected, hints)
     if fb.correct:
-        return right("expert params", f"{expected:,} = 3 x {h} x {f}: tiny next to the article's '100B per "
-                                      "expert'.")
+        return right(name, _("{value} = 3 x {hidden} x {width}: tiny next to the article's '100B per "
+                             "expert'.").format(value=f"{expected:,}", hidden=h, width=f))
     return fb
 
 
@@ -77,19 +81,21 @@ def check_kv_bytes_per_token(answer) -> Feedback:
     spec = load_model(MODEL)
     r, rope, layers = spec.kv_lora_rank, spec.qk_rope_head_dim, spec.num_layers
     expected = kv_answer()
+    name = _("KV bytes per token")
     hints = {
-        r * layers * 2: f"MLA also caches the decoupled RoPE key ({rope} values per layer) next to the "
-                        f"{r}-value latent.",
-        (r + rope) * layers: "that is the number of cached values; each takes 2 bytes in bf16.",
-        (r + rope) * 2: f"that is one layer; the model has {layers}.",
+        r * layers * 2: _("MLA also caches the decoupled RoPE key ({rope} values per layer) next to the "
+                          "{rank}-value latent.").format(rope=rope, rank=r),
+        (r + rope) * layers: _("that is the number of cached values; each takes 2 bytes in bf16."),
+        (r + rope) * 2: _("that is one layer; the model has {layers}.").format(layers=layers),
     }
-    mha = "that is what plain multi-head attention would cache (full K and V per head); MLA caches the " \
-          "compressed latent instead."
+    mha = _("that is what plain multi-head attention would cache (full K and V per head); MLA caches the "
+            "compressed latent instead.")
     hints[spec.num_heads * (spec.qk_nope_head_dim + spec.qk_rope_head_dim + spec.v_head_dim) * layers * 2] = mha
     hints[2 * spec.num_heads * spec.v_head_dim * layers * 2] = mha
-    fb = _graded("KV bytes per token", answer, expected, hints)
+    fb = _graded(name, answer, expected, hints)
     if fb.correct:
-        return right("KV bytes per token", f"{expected:,} B = ({r} + {rope}) x {layers} layers x 2 B.")
+        return right(name, _("{value} B = ({rank} + {rope}) x {layers} layers x 2 B.").format(
+            value=f"{expected:,}", rank=r, rope=rope, layers=layers))
     return fb
 
 
@@ -105,18 +111,19 @@ def check_min_npus(answer) -> Feedback:
     count = count_parameters(spec)
     expected = npu_answer()
     usable = 64e9 * 0.9
+    name = _("NPUs for the weights")
     hints = {
-        npu_answer(0.0): "you used all 64 GB of every NPU; keep 10 % free for the runtime.",
-        math.floor(2 * count.total / usable): "round up: a fraction of an NPU is a whole NPU.",
-        math.ceil(2 * (count.total + count.mtp_total) / usable): "count the main model's weights alone: the MTP "
-                                                                 "module is optional at serving time (speculative "
-                                                                 "decoding), and no KV cache is asked for here.",
-        math.ceil(4 * count.total / usable): "bf16 takes 2 bytes per parameter, not 4.",
+        npu_answer(0.0): _("you used all 64 GB of every NPU; keep 10 % free for the runtime."),
+        math.floor(2 * count.total / usable): _("round up: a fraction of an NPU is a whole NPU."),
+        math.ceil(2 * (count.total + count.mtp_total) / usable): _("count the main model's weights alone: the MTP "
+                                                                   "module is optional at serving time (speculative "
+                                                                   "decoding), and no KV cache is asked for here."),
+        math.ceil(4 * count.total / usable): _("bf16 takes 2 bytes per parameter, not 4."),
     }
-    fb = _graded("NPUs for the weights", answer, expected, hints)
+    fb = _graded(name, answer, expected, hints)
     if fb.correct:
-        return right("NPUs for the weights", f"{expected} NPUs: {weight_bytes(spec, 'bf16') / 1e9:,.0f} GB of "
-                                             "weights; Huawei's reference run uses 32 (4 servers x 8).")
+        return right(name, _("{npus} NPUs: {gb} GB of weights; Huawei's reference run uses 32 (4 servers x "
+                             "8).").format(npus=expected, gb=f"{weight_bytes(spec, 'bf16') / 1e9:,.0f}"))
     return fb
 
 
@@ -133,20 +140,27 @@ def check_scout_kv_bytes(answer) -> Feedback:
     chunked = sum(spec.chunked_layers)
     full = layers - chunked
     expected = scout_kv_answer()
+    name = _("Scout KV bytes")
     hints = {
-        layers * per_layer * context: f"that caches all {context:,} tokens in every layer; the {chunked} chunked "
-                                      f"layers attend within chunks of {chunk:,} tokens, so they keep at most "
-                                      f"{chunk:,}.",
-        layers * per_layer * chunk: "that treats every layer as chunked; every 4th layer (3, 7, ...) is global and "
-                                    "keeps the whole context.",
-        chunked * per_layer * context + full * per_layer * chunk: f"the split is the other way round: {chunked} layers "
-                                                                 f"are chunked and {full} global.",
-        expected // 2: "a layer caches a key AND a value per key/value head, each value 2 bytes in bf16.",
-        expected * spec.num_heads // spec.num_kv_heads: f"the cache holds the {spec.num_kv_heads} key/value heads "
-                                                        f"(num_key_value_heads), not the {spec.num_heads} query heads.",
+        layers * per_layer * context: _("that caches all {context} tokens in every layer; the {chunked} chunked "
+                                        "layers attend within chunks of {chunk} tokens, so they keep at most "
+                                        "{chunk}.").format(context=f"{context:,}", chunked=chunked,
+                                                           chunk=f"{chunk:,}"),
+        layers * per_layer * chunk: _("that treats every layer as chunked; every 4th layer (3, 7, ...) is global "
+                                      "and keeps the whole context."),
+        chunked * per_layer * context + full * per_layer * chunk: _("the split is the other way round: {chunked} "
+                                                                    "layers are chunked and {full} global.").format(
+            chunked=chunked, full=full),
+        expected // 2: _("a layer caches a key AND a value per key/value head, each value 2 bytes in bf16."),
+        expected * spec.num_heads // spec.num_kv_heads: _("the cache holds the {kv_heads} key/value heads "
+                                                          "(num_key_value_heads), not the {heads} query "
+                                                          "heads.").format(kv_heads=spec.num_kv_heads,
+                                                                           heads=spec.num_heads),
     }
-    fb = _graded("Scout KV bytes", answer, expected, hints)
+    fb = _graded(name, answer, expected, hints)
     if fb.correct:
-        return right("Scout KV bytes", f"{expected:,} B = {full} global layers x {context:,} tokens + {chunked} "
-                                       f"chunked layers x {chunk:,} tokens, {per_layer:,} B per token and layer.")
+        return right(name, _("{value} B = {full} global layers x {context} tokens + {chunked} chunked layers x "
+                             "{chunk} tokens, {per_layer} B per token and layer.").format(
+            value=f"{expected:,}", full=full, context=f"{context:,}", chunked=chunked, chunk=f"{chunk:,}",
+            per_layer=f"{per_layer:,}"))
     return fb

@@ -41,6 +41,7 @@ from mindspore import Tensor
 
 from moe_lab.ascend.backend import detect_backend, set_device
 from moe_lab.checks import check_choice, check_float, check_int
+from moe_lab.i18n import N_, _
 from moe_lab.parallel.layer import choose_strategy, fused_dispatch_violations
 from moe_lab.parallel.worker import (
     WorkerConfig,
@@ -51,6 +52,7 @@ from moe_lab.parallel.worker import (
     layer_arguments,
     make_tokens,
 )
+from moe_lab.textfmt import counted, ljust, rjust, width
 
 JOB_ENV = "MOE_LAB_EP_JOB"
 LAUNCHER_MODULE = "mindspore.parallel.cluster.run"
@@ -368,14 +370,9 @@ def config_of(config: dict) -> WorkerConfig:
 # ---------------------------------------------------------------------------------------------
 # Reporting
 
-DESCRIPTIONS = {"allgather": "dispatch AllGather, combine AllReduce",
-                "alltoall": "counts AllGather, dispatch and combine AlltoAll",
+DESCRIPTIONS = {"allgather": N_("dispatch AllGather, combine AllReduce"),
+                "alltoall": N_("counts AllGather, dispatch and combine AlltoAll"),
                 "fused": "MoeDistributeDispatch / MoeDistributeCombine"}
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 rank``, ``2 ranks``."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def expert_span(first: int, last: int) -> str:
@@ -384,54 +381,85 @@ def expert_span(first: int, last: int) -> str:
 
 
 def block_description(c: dict) -> str:
-    """The block in words: experts, top-k, router, groups, shared experts."""
-    router = f"{c['scoring_func']} router"
+    """The block in words: experts, top-k, router, groups, shared experts (in the package's language)."""
     if c.get("routed_scaling_factor", 1.0) != 1.0:
-        router += f" (weights x {c['routed_scaling_factor']:g})"
+        router = _("{scoring_func} router (weights x {scale})").format(
+            scoring_func=c["scoring_func"], scale=f"{c['routed_scaling_factor']:g}")
+    else:
+        router = _("{scoring_func} router").format(scoring_func=c["scoring_func"])
     if c.get("n_group", 1) > 1:
-        router += f", experts in {c['n_group']} groups, at most {plural(c['topk_group'], 'group')} per token"
+        router = counted(c["topk_group"], N_("{router}, experts in {n_group} groups, at most {n} group per token"),
+                         N_("{router}, experts in {n_group} groups, at most {n} groups per token"),
+                         router=router, n_group=c["n_group"])
     shared = c["n_shared_experts"]
-    return (f"{c['num_experts']} experts, top-{c['top_k']}, {router}, "
-            f"{plural(shared, 'shared expert') if shared else 'no shared expert'}")
+    shared_text = (counted(shared, N_("{n} shared expert"), N_("{n} shared experts")) if shared
+                   else _("no shared expert"))
+    return _("{num_experts} experts, top-{top_k}, {router}, {shared}").format(
+        num_experts=c["num_experts"], top_k=c["top_k"], router=router, shared=shared_text)
+
+
+# The columns of a strategy's table: (header, display width, right-aligned). A translated header wider than its
+# column widens the column (display width: a Chinese character takes two columns), so the rows stay aligned.
+COLUMNS = ((N_("rank"), 4, True), (N_("experts"), 8, False), (N_("rows"), 5, True), (N_("padded"), 7, True),
+           (N_("sent KiB"), 10, True), (N_("recv KiB"), 10, True), ("AlltoAll KiB", 14, True))
+TIMING_COLUMNS = ((N_("forward ms"), 12, True), (N_("in comm ms"), 12, True))
+
+
+def _column_widths(columns) -> list[int]:
+    """Each column's width: its English width, or its translated header and one space, if that is wider."""
+    return [max(size, width(_(header)) + (i > 0)) for i, (header, size, _right) in enumerate(columns)]
 
 
 def format_table(result: dict, timings: bool = True, errors: bool = True) -> str:
-    """The report as text: one block per strategy, one row per rank.
+    """The report as text: one block per strategy, one row per rank (in the package's language).
 
     ``timings=False`` leaves out every time and ``errors=False`` the float error against one process, so
     that the text is the same on every run (what a notebook's checked cell prints).
     """
     c = result["config"]
-    lines = [f"expert parallelism on {plural(result['world_size'], 'rank')} ({result['launcher']}, device "
-             f"{result['device']}): {block_description(c)}; {c['tokens_per_rank']} tokens per rank, "
-             f"hidden_size {c['hidden_size']}, {c['dtype']}"]
+    lines = [counted(result["world_size"],
+                     N_("expert parallelism on {n} rank ({launcher}, device {device}): {block}; {tokens} tokens per "
+                        "rank, hidden_size {hidden_size}, {dtype}"),
+                     N_("expert parallelism on {n} ranks ({launcher}, device {device}): {block}; {tokens} tokens per "
+                        "rank, hidden_size {hidden_size}, {dtype}"),
+                     launcher=result["launcher"], device=result["device"], block=block_description(c),
+                     tokens=c["tokens_per_rank"], hidden_size=c["hidden_size"], dtype=c["dtype"])]
     if result.get("ranks_reached"):
-        spread = ", ".join(f"{plural(j + 1, 'rank')} for {plural(count, 'token')}"
-                           for j, count in enumerate(result["ranks_reached"]) if count)
-        lines.append(f"ranks holding each token's experts: {spread}")
+        spread = _(", ").join(
+            _("{ranks} for {tokens}").format(ranks=counted(j + 1, N_("{n} rank"), N_("{n} ranks")),
+                                             tokens=counted(count, N_("{n} token"), N_("{n} tokens")))
+            for j, count in enumerate(result["ranks_reached"]) if count)
+        lines.append(_("ranks holding each token's experts: {spread}").format(spread=spread))
+    columns = COLUMNS + (TIMING_COLUMNS if timings else ())
+    widths = _column_widths(columns)
+
+    def row_text(cells) -> str:  # the rank, two spaces, then the other columns (each pads itself)
+        parts = [(rjust if column[2] else ljust)(cell, w) for cell, w, column in zip(cells, widths, columns,
+                                                                                      strict=True)]
+        return parts[0] + "  " + "".join(parts[1:])
+
     for name, s in result["strategies"].items():
-        how = DESCRIPTIONS[name]
+        how = _(DESCRIPTIONS[name])
         if name == "alltoall" and result["device"] != "Ascend":
-            how += " (emulated with AllGather on this device)"
-        err = f"; max |EP - single process| = {s['max_abs_error']:.1e}" if errors and "max_abs_error" in s else ""
-        lines.append(f"strategy {name}: {how}{err}")
-        header = (f"{'rank':>4}  {'experts':<8}{'rows':>5}{'padded':>7}{'sent KiB':>10}{'recv KiB':>10}"
-                  f"{'AlltoAll KiB':>14}")
-        if timings:
-            header += f"{'forward ms':>12}{'in comm ms':>12}"
-        lines.append(f"{header}  rows per expert")
+            how = _("{how} (emulated with AllGather on this device)").format(how=how)
+        if errors and "max_abs_error" in s:
+            lines.append(_("strategy {name}: {how}; max |EP - single process| = {error}").format(
+                name=name, how=how, error=f"{s['max_abs_error']:.1e}"))
+        else:
+            lines.append(_("strategy {name}: {how}").format(name=name, how=how))
+        lines.append(row_text([_(column[0]) for column in columns]) + "  " + _("rows per expert"))
         for row in s["ranks"]:
             first, last = row["experts"]
-            line = (f"{row['rank']:>4}  {expert_span(first, last):<8}{row['rows']:>5}{row['padded_rows']:>7}"
-                    f"{row['bytes_sent'] / 1024:>10.2f}{row['bytes_received'] / 1024:>10.2f}"
-                    + (f"{row['alltoall_bytes'] / 1024:>14.2f}" if row["alltoall_bytes"] is not None else f"{'-':>14}"))
+            cells = [f"{row['rank']}", expert_span(first, last), f"{row['rows']}", f"{row['padded_rows']}",
+                     f"{row['bytes_sent'] / 1024:.2f}", f"{row['bytes_received'] / 1024:.2f}",
+                     "-" if row["alltoall_bytes"] is None else f"{row['alltoall_bytes'] / 1024:.2f}"]
             if timings:
                 fwd = row["forward_seconds"]
-                line += f"{fwd * 1e3 if fwd is not None else float('nan'):>12.2f}{row['comm_seconds'] * 1e3:>12.2f}"
-            lines.append(f"{line}  {' '.join(map(str, row['expert_load']))}")
+                cells += [f"{fwd * 1e3 if fwd is not None else float('nan'):.2f}", f"{row['comm_seconds'] * 1e3:.2f}"]
+            lines.append(f"{row_text(cells)}  {' '.join(map(str, row['expert_load']))}")
     if timings:
-        lines.append(f"job wall time {result['job_seconds']:.1f} s (start-up of {result['world_size'] + 1} "
-                     "MindSpore processes included)")
+        lines.append(_("job wall time {seconds} s (start-up of {processes} MindSpore processes included)").format(
+            seconds=f"{result['job_seconds']:.1f}", processes=result["world_size"] + 1))
     return "\n".join(lines)
 
 

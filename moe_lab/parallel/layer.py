@@ -44,6 +44,7 @@ from mindspore.communication import GlobalComm, get_group_size, get_rank, init
 
 from moe_lab.checks import check_choice, check_int
 from moe_lab.core.experts import ffn
+from moe_lab.i18n import _
 
 STRATEGIES = ("allgather", "alltoall", "fused")
 
@@ -202,31 +203,37 @@ class Communicator:
 
 def fused_dispatch_violations(soc: str | None, *, world_size: int, hidden_size: int, tokens_per_rank: int,
                               top_k: int, num_experts: int, dtype: str) -> list[str]:
-    """Why ``MoeDistributeDispatch/Combine`` cannot run this layer (empty list: it can).
+    """Why ``MoeDistributeDispatch/Combine`` cannot run this layer (empty list: it can), in the package's
+    language (notebook 06 prints the first one).
 
     The limits are those of the MindSpore 2.10 docstring (``FUSED_CONSTRAINTS``).
     """
     limits = FUSED_CONSTRAINTS.get((soc or "").lower())
     if limits is None:
-        return [f"SoC {soc or 'none'} has no MoeDistributeDispatch kernel (Atlas A2 ascend910b / A3 ascend910_93 only)"]
+        return [_("SoC {soc} has no MoeDistributeDispatch kernel (Atlas A2 ascend910b / A3 ascend910_93 only)")
+                .format(soc=soc or "none")]
     problems = []
     if world_size not in limits["ep_world_size"]:
-        problems.append(f"ep_world_size={world_size} not in {limits['ep_world_size']}")
+        problems.append(_("ep_world_size={world_size} not in {allowed}").format(
+            world_size=world_size, allowed=limits["ep_world_size"]))
     if "max_hidden" in limits and not (0 < hidden_size <= limits["max_hidden"]
                                        and hidden_size % limits["hidden_multiple"] == 0):
-        problems.append(f"hidden_size={hidden_size} must be <= {limits['max_hidden']} and a multiple of "
-                        f"{limits['hidden_multiple']}")
+        problems.append(_("hidden_size={hidden_size} must be <= {max_hidden} and a multiple of {multiple}").format(
+            hidden_size=hidden_size, max_hidden=limits["max_hidden"], multiple=limits["hidden_multiple"]))
     if "hidden_exact" in limits and hidden_size != limits["hidden_exact"]:
         problems.append(f"hidden_size={hidden_size} != {limits['hidden_exact']}")
     if not 0 < tokens_per_rank <= limits["max_tokens_per_rank"]:
-        problems.append(f"tokens_per_rank={tokens_per_rank} not in (0, {limits['max_tokens_per_rank']}]")
+        problems.append(_("tokens_per_rank={tokens_per_rank} not in (0, {maximum}]").format(
+            tokens_per_rank=tokens_per_rank, maximum=limits["max_tokens_per_rank"]))
     if not 0 < top_k <= limits["max_top_k"]:
-        problems.append(f"top_k={top_k} not in (0, {limits['max_top_k']}]")
+        problems.append(_("top_k={top_k} not in (0, {maximum}]").format(top_k=top_k, maximum=limits["max_top_k"]))
     if num_experts > limits["max_experts"] or num_experts % world_size:
-        problems.append(f"num_experts={num_experts} must be <= {limits['max_experts']} and divisible by "
-                        f"ep_world_size={world_size}")
+        problems.append(_("num_experts={num_experts} must be <= {max_experts} and divisible by "
+                          "ep_world_size={world_size}").format(num_experts=num_experts,
+                                                               max_experts=limits["max_experts"],
+                                                               world_size=world_size))
     if dtype not in limits["dtypes"]:
-        problems.append(f"dtype={dtype} not in {limits['dtypes']}")
+        problems.append(_("dtype={dtype} not in {allowed}").format(dtype=dtype, allowed=limits["dtypes"]))
     return problems
 
 
@@ -246,15 +253,17 @@ def choose_strategy(backend, *, world_size: int, hidden_size: int, tokens_per_ra
     """
     device = getattr(backend, "device", "CPU")
     if device != "Ascend":
-        return StrategyChoice("allgather", f"device {device}: MindSpore has AllGather and AllReduce here but no "
-                                           "AlltoAll, so dispatch = AllGather, combine = AllReduce")
+        return StrategyChoice("allgather", _("device {device}: MindSpore has AllGather and AllReduce here but no "
+                                             "AlltoAll, so dispatch = AllGather, combine = AllReduce").format(
+                                                 device=device))
     soc = getattr(backend, "soc", None)
     problems = fused_dispatch_violations(soc, world_size=world_size, hidden_size=hidden_size,
                                          tokens_per_rank=tokens_per_rank, top_k=top_k,
                                          num_experts=num_experts, dtype=dtype)
     if not problems:
-        return StrategyChoice("fused", f"SoC {soc}: every MoeDistributeDispatch constraint holds")
-    return StrategyChoice("alltoall", f"HCCL AlltoAll; the fused MoeDistributeDispatch is out: {problems[0]}")
+        return StrategyChoice("fused", _("SoC {soc}: every MoeDistributeDispatch constraint holds").format(soc=soc))
+    return StrategyChoice("alltoall", _("HCCL AlltoAll; the fused MoeDistributeDispatch is out: {problem}").format(
+        problem=problems[0]))
 
 
 # ---------------------------------------------------------------------------------------------

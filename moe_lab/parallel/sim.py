@@ -34,6 +34,7 @@ import numpy as np
 
 from moe_lab.checks import check_bool, check_choice, check_float, check_int
 from moe_lab.core.params import expert_params
+from moe_lab.i18n import _
 from moe_lab.parallel.layer import ranks_reached
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
@@ -64,7 +65,7 @@ def cap_shares(shares: np.ndarray, top_k: int) -> np.ndarray:
     others in proportion ("water filling"). Needs ``len(shares) >= top_k``."""
     q = np.asarray(shares, np.float64) / np.sum(shares)
     cap = 1.0 / top_k
-    for _ in range(q.size):
+    for _step in range(q.size):
         over = q > cap + 1e-15
         if not over.any():
             break
@@ -295,6 +296,9 @@ def simulate(ep: int = 32, tokens: int = 4096, top_k: int = 8, hidden_size: int 
 
 
 def summary_line(sim: SimResult) -> str:
+    """One line under the dashboard's figure (notebook 06), in the package's language."""
     v = sim.volume
-    return (f"per layer: {v.sent / MIB:,.1f} MiB sent per device ({v.inter_fraction:.0%} inter-node); "
-            f"per training step ({sim.per_step / GIB:,.1f} GiB per device); load max/mean {sim.sampled_imbalance:.2f}")
+    return _("per layer: {sent} MiB sent per device ({inter} inter-node); per training step ({step} GiB per "
+             "device); load max/mean {imbalance}").format(sent=f"{v.sent / MIB:,.1f}", inter=f"{v.inter_fraction:.0%}",
+                                                          step=f"{sim.per_step / GIB:,.1f}",
+                                                          imbalance=f"{sim.sampled_imbalance:.2f}")

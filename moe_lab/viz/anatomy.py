@@ -8,6 +8,8 @@ import numpy as np
 from matplotlib.patches import Patch, Rectangle
 
 from moe_lab.checks import check_int
+from moe_lab.i18n import _
+from moe_lab.viz.figures import legend_below
 
 
 def plot_block_routing(indices, num_experts: int, n_group: int = 1, *, shared: bool = True, ax=None,
@@ -32,24 +34,41 @@ def plot_block_routing(indices, num_experts: int, n_group: int = 1, *, shared: b
         for group in np.unique(row // size):
             ax.add_patch(Rectangle((offset + group * size - 0.5, t - 0.5), size, 1, color="#c6dbef", zorder=1))
     tokens = np.repeat(np.arange(n), indices.shape[1])
-    ax.scatter(offset + indices.ravel(), tokens, s=14, color="#08519c", zorder=3, label="chosen routed expert")
+    ax.scatter(offset + indices.ravel(), tokens, s=14, color="#08519c", zorder=3, label=_("chosen routed expert"))
     if shared:
-        ax.scatter(np.zeros(n), np.arange(n), s=14, marker="s", color="#d94801", zorder=3, label="shared expert")
+        ax.scatter(np.zeros(n), np.arange(n), s=14, marker="s", color="#d94801", zorder=3, label=_("shared expert"))
     ax.set_xlim(-1, offset + e)
     ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xlabel(("shared | " if shared else "") + f"routed experts 0-{e - 1}" + (f" in {g} groups" if g > 1 else ""))
-    ax.set_ylabel("token")
+    ax.set_xlabel(_block_xlabel(shared, e, g))
+    ax.set_ylabel(_("token"))
     ax.set_yticks(range(n))
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(False)
     handles, labels = ax.get_legend_handles_labels()
     if g > 1:
         handles.append(Patch(color="#c6dbef"))
-        labels.append("a group the token uses")
-    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)
-    ax.set_title(title or f"{n} tokens, top-{indices.shape[1]} of {e} experts", fontsize=10)
+        labels.append(_("a group the token uses"))
+    # under the x label, at a distance in points: at (0.5, -0.12) of the axes it covered the x label of a
+    # figure of few tokens (3 tokens: an axes 0.8 inch tall), in both languages
+    legend_below(ax, ncol=3, handles=handles, labels=labels)
+    ax.set_title(title or _("{n} tokens, top-{top_k} of {num_experts} experts").format(
+        n=n, top_k=indices.shape[1], num_experts=e), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _block_xlabel(shared: bool, num_experts: int, n_group: int) -> str:
+    """The x label of ``plot_block_routing``: the shared column (if any), the routed experts, their groups."""
+    # i18n: the x axis under a shared-expert column, a gap, then the routed experts 0..{last}
+    if shared and n_group > 1:
+        text = _("shared | routed experts 0-{last} in {n_group} groups")
+    elif shared:
+        text = _("shared | routed experts 0-{last}")
+    elif n_group > 1:
+        text = _("routed experts 0-{last} in {n_group} groups")
+    else:
+        text = _("routed experts 0-{last}")
+    return text.format(last=num_experts - 1, n_group=n_group)
 
 
 def plot_training(histories: dict, *, window: int = 20, ax=None):
@@ -62,7 +81,8 @@ def plot_training(histories: dict, *, window: int = 20, ax=None):
         loss = np.asarray(loss, np.float64)
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
         ax.plot(np.arange(window, len(loss) + 1), smooth, label=name)
-    ax.set(xlabel="training step", ylabel="mean squared error", title=f"skill task (moving average of {window})")
+    ax.set(xlabel=_("training step"), ylabel=_("mean squared error"),
+           title=_("skill task (moving average of {window} steps)").format(window=window))
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig

@@ -18,11 +18,12 @@ from matplotlib.figure import Figure
 from moe_lab.budget.hardware import Device, device_names, load_device
 from moe_lab.budget.memory import DTYPES, GB, ServingBudget, devices_needed, serving_memory
 from moe_lab.budget.spec import load_model, model_ids
-from moe_lab.budget.text import plural
+from moe_lab.i18n import N_, _, ngettext
+from moe_lab.viz.figures import legend_below
 from moe_lab.viz.widgets import Dashboard
 
 PART_COLORS = {"weights": "#4C72B0", "kv_cache": "#DD8452", "workspace": "#55A868"}
-PART_LABELS = {"weights": "weights", "kv_cache": "KV cache", "workspace": "workspace"}
+PART_LABELS = {"weights": N_("weights"), "kv_cache": N_("KV cache"), "workspace": N_("workspace")}  # _() when shown
 
 
 def memory_bar_figure(budget: ServingBudget, device: Device, devices: int, reserve: float = 0.10) -> Figure:
@@ -35,29 +36,44 @@ def memory_bar_figure(budget: ServingBudget, device: Device, devices: int, reser
     fig, ax = plt.subplots(figsize=(7.5, 3.0))
     left = 0.0
     for key, value in parts.items():
-        ax.barh([0], [value], left=left, color=PART_COLORS[key], label=f"{PART_LABELS[key]} {value:,.1f} GB")
+        ax.barh([0], [value], left=left, color=PART_COLORS[key],
+                label=f"{_(PART_LABELS[key])} {value:,.1f} GB")
         left += value
     capacity = devices * usable
     ax.axvline(capacity, color="black", lw=1.5, zorder=3,
-               label=f"{devices:,} x {device.name} usable = {capacity:,.0f} GB")
+               label=_("{devices:,} x {device} usable = {gb:,.0f} GB").format(devices=devices, device=device.name,
+                                                                               gb=capacity))
     per_node = device.devices_per_node
     right = capacity
     if per_node:
         nodes = math.ceil(devices / per_node)
         for k in range(1, nodes + 1):  # server boundaries, drawn over the bar
             ax.axvline(k * per_node * usable, color="0.8", ls="--", lw=1.2, zorder=3,
-                       label=f"one server = {per_node} x {usable:,.1f} GB" if k == 1 else None)
+                       label=_("one server = {per_node} x {gb:,.1f} GB").format(per_node=per_node, gb=usable)
+                       if k == 1 else None)
         right = nodes * per_node * usable
     total = budget.total / GB
     ax.set_xlim(0, max(total, right) * 1.05)
     ax.set_yticks([])
-    ax.set_xlabel("GB (1e9 bytes)")
-    node_txt = f" = {plural(math.ceil(devices / per_node), 'node')}" if per_node else ""
-    ax.set_title(f"{budget.name}, {budget.dtype}, context {budget.context:,} x batch {budget.batch:,}: "
-                 f"{total:,.0f} GB -> {devices:,} x {device.name}{node_txt}", fontsize=9)
+    ax.set_xlabel(_("GB (1e9 bytes)"))
+    ax.set_title(_budget_title(budget, total, devices, device, per_node), fontsize=9)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=2, fontsize=8, frameon=False)
     fig.subplots_adjust(left=0.03, right=0.97, top=0.88, bottom=0.5)
     return fig
+
+
+def _budget_title(budget: ServingBudget, total: float, devices: int, device: Device, per_node: int | None) -> str:
+    """The memory bar's title: model, format, context x batch, total GB -> devices (and server nodes)."""
+    values = {"model": budget.name, "dtype": budget.dtype, "context": budget.context, "batch": budget.batch,
+              "total": total, "devices": devices, "device": device.name}
+    if not per_node:
+        return _("{model}, {dtype}, context {context:,} x batch {batch:,}: {total:,.0f} GB -> "
+                 "{devices:,} x {device}").format(**values)
+    nodes = math.ceil(devices / per_node)
+    return ngettext("{model}, {dtype}, context {context:,} x batch {batch:,}: {total:,.0f} GB -> "
+                    "{devices:,} x {device} = {nodes:,} node",
+                    "{model}, {dtype}, context {context:,} x batch {batch:,}: {total:,.0f} GB -> "
+                    "{devices:,} x {device} = {nodes:,} nodes", nodes).format(nodes=nodes, **values)
 
 
 def message_figure(text: str) -> Figure:
@@ -79,20 +95,21 @@ def params_figure(rows: list[dict]) -> Figure:
     names = [r["name"] for r in rows]
     y = list(range(len(rows)))
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(rows) + 1.2))
-    ax.barh([i + 0.2 for i in y], [r["total"] / 1e9 for r in rows], height=0.4, color="#4C72B0", label="total")
+    ax.barh([i + 0.2 for i in y], [r["total"] / 1e9 for r in rows], height=0.4, color="#4C72B0", label=_("total"))
     ax.barh([i - 0.2 for i in y], [r["active"] / 1e9 for r in rows], height=0.4, color="#DD8452",
-            label="active per token")
+            label=_("active per token"))
     pub_t = [(i + 0.2, r["published_total"] / 1e9) for i, r in enumerate(rows) if r.get("published_total")]
     pub_a = [(i - 0.2, r["published_active"] / 1e9) for i, r in enumerate(rows) if r.get("published_active")]
     if pub_t:
-        ax.plot([v for _, v in pub_t], [p for p, _ in pub_t], "k|", ms=12, mew=2, label="published")
+        ax.plot([v for _pos, v in pub_t], [p for p, _v in pub_t], "k|", ms=12, mew=2, label=_("published"))
     if pub_a:
-        ax.plot([v for _, v in pub_a], [p for p, _ in pub_a], "k|", ms=12, mew=2)
+        ax.plot([v for _pos, v in pub_a], [p for p, _v in pub_a], "k|", ms=12, mew=2)
     ax.set_xscale("log")
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("parameters (billions, log scale)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel(_("parameters (billions, log scale)"))
+    # under the axes: inside ("lower right") it covered the longest bars (kimi-k2's 1,000B total), in both languages
+    legend_below(ax, ncol=3)
     fig.tight_layout()
     return fig
 
@@ -112,13 +129,13 @@ class BudgetDashboard(Dashboard):
     def __init__(self, model: str = "openpangu-ultra-moe-718b", context: int = 32768, batch: int = 8,
                  device: str = "atlas-800i-a2", quiet: bool = False):
         self.controls = {
-            "model": widgets.Dropdown(options=model_ids(), value=model, description="model"),
+            "model": widgets.Dropdown(options=model_ids(), value=model, description=_("model")),
             "dtype": widgets.Dropdown(options=list(DTYPES), value="bf16", description="dtype"),
-            "context": widgets.SelectionSlider(options=self.CONTEXTS, value=context, description="context",
+            "context": widgets.SelectionSlider(options=self.CONTEXTS, value=context, description=_("context"),
                                                continuous_update=False),
-            "batch": widgets.SelectionSlider(options=self.BATCHES, value=batch, description="batch",
+            "batch": widgets.SelectionSlider(options=self.BATCHES, value=batch, description=_("batch"),
                                              continuous_update=False),
-            "device": widgets.Dropdown(options=device_names(), value=device, description="device"),
+            "device": widgets.Dropdown(options=device_names(), value=device, description=_("device")),
         }
         c = self.controls
         self._setup(widgets.VBox([widgets.HBox([c["model"], c["dtype"], c["device"]]),
@@ -128,8 +145,8 @@ class BudgetDashboard(Dashboard):
         spec = load_model(model)
         limit = spec.max_position_embeddings
         if limit and context > limit:
-            return message_figure(f"{model} reads at most {limit:,} tokens (max_position_embeddings):\n"
-                                  f"pick a context of at most {limit:,}")
+            return message_figure(_("{model} reads at most {limit:,} tokens (max_position_embeddings):\n"
+                                    "pick a context of at most {limit:,}").format(model=model, limit=limit))
         dev = load_device(device)
         budget = serving_memory(spec, dtype, context, batch)
         return memory_bar_figure(budget, dev, devices_needed(budget.total, dev))

@@ -12,15 +12,20 @@ Both follow the widget pattern of ``moe_lab.viz.widgets`` (one PNG per redraw, a
 from __future__ import annotations
 
 import ipywidgets as widgets
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
 from moe_lab.checks import check_int
+from moe_lab.i18n import N_, _, language, ngettext
 from moe_lab.lm.corpus import DOMAINS
 from moe_lab.lm.routes import route_text_batched
 from moe_lab.viz import figures as viz
 from moe_lab.viz.simulate import BalancingRun, simulate_balancing
 from moe_lab.viz.widgets import Dashboard, KeptFigure, axis_below_data
+
+# the balancing menu: value (``simulate.BALANCING``) -> label, translated where shown
+BALANCING_LABELS = {"none": N_("none"), "aux": N_("aux loss (Switch)"), "bias": N_("bias (DeepSeek-V3)")}
 
 
 class RoutingDashboard(Dashboard):
@@ -44,6 +49,7 @@ class RoutingDashboard(Dashboard):
         self.heatmap_tokens = check_int("heatmap_tokens", heatmap_tokens, minimum=1)
         self.figsize = figsize
         self._kept: KeptFigure | None = None  # made by the first redraw, drawn again by every other one
+        self._kept_style: tuple = ()  # the language and fonts it was made in
         style = {"description_width": "110px"}
         lay = widgets.Layout(width="330px")
 
@@ -53,18 +59,18 @@ class RoutingDashboard(Dashboard):
                        continuous_update=True, **kw)
 
         self.controls = {
-            "num_experts": slider(widgets.IntSlider, 8, 2, 16, 1, "experts E"),
+            "num_experts": slider(widgets.IntSlider, 8, 2, 16, 1, _("experts E")),
             "top_k": slider(widgets.IntSlider, 2, 1, 8, 1, "top-k"),
-            "capacity_factor": slider(widgets.FloatSlider, 1.25, 0.5, 3.0, 0.25, "capacity factor", ".2f"),
-            "dropless": widgets.Checkbox(value=False, description="dropless (no capacity)", style=style,
+            "capacity_factor": slider(widgets.FloatSlider, 1.25, 0.5, 3.0, 0.25, _("capacity factor"), ".2f"),
+            "dropless": widgets.Checkbox(value=False, description=_("dropless (no capacity)"), style=style,
                                          layout=lay),
-            "temperature": slider(widgets.FloatSlider, 1.0, 0.25, 4.0, 0.25, "temperature", ".2f"),
-            "noise": slider(widgets.FloatSlider, 0.0, 0.0, 2.0, 0.25, "router noise", ".2f"),
-            "skew": slider(widgets.FloatSlider, 1.0, 0.0, 3.0, 0.25, "input skew", ".2f"),
-            "balancing": widgets.Dropdown(options=[("none", "none"), ("aux loss (Switch)", "aux"),
-                                                   ("bias (DeepSeek-V3)", "bias")], value="none",
-                                          description="balancing", style=style, layout=lay),
-            "steps": slider(widgets.IntSlider, 10, 0, 20, 1, "update steps"),
+            "temperature": slider(widgets.FloatSlider, 1.0, 0.25, 4.0, 0.25, _("temperature"), ".2f"),
+            "noise": slider(widgets.FloatSlider, 0.0, 0.0, 2.0, 0.25, _("router noise"), ".2f"),
+            "skew": slider(widgets.FloatSlider, 1.0, 0.0, 3.0, 0.25, _("input skew"), ".2f"),
+            # the labels are translated, the values ("none", "aux", "bias") are simulate.BALANCING's
+            "balancing": widgets.Dropdown(options=[(_(BALANCING_LABELS[m]), m) for m in BALANCING_LABELS],
+                                          value="none", description=_("balancing"), style=style, layout=lay),
+            "steps": slider(widgets.IntSlider, 10, 0, 20, 1, _("update steps")),
         }
         c = self.controls
         c["top_k"].max = c["num_experts"].value
@@ -118,12 +124,16 @@ class RoutingDashboard(Dashboard):
         artists changed in place 37 ms, of which ~10 ms PNG encoding and ~15 ms drawing the titles.
         """
         panels, suptitle = self.panels(**values)
-        if self._kept is None:
+        # a language switch (``moe_lab.setup(lang="zh")`` after the dashboard was made) changes the words and
+        # the font: start a new kept figure. The old one's renderer keeps the sizes of the texts it measured
+        # (matplotlib caches them per renderer, not per font), and 0.1-pixel shifts of its tick labels in the
+        # new font made 7,312 pixels differ from a new figure's
+        style = (language(), tuple(mpl.rcParams["font.family"]), tuple(mpl.rcParams["font.sans-serif"]))
+        fresh = self._kept is None or style != self._kept_style
+        if fresh:
             self._kept = KeptFigure(self.figsize, self.dpi)
             self._kept_axes = self._frame(self._kept.figure)
-            fresh = True
-        else:
-            fresh = False
+            self._kept_style = style
         for ax, (plot, update, args, kwargs) in zip(self._kept_axes.flat, panels, strict=True):
             if fresh or not update(ax, *args, **kwargs):
                 viz.clear_plot(ax)
@@ -156,15 +166,14 @@ class RoutingDashboard(Dashboard):
         # fixed frames: up to 4x the balanced load (taller bars are cut and labelled); the other two
         # panels' tops move in steps, so most slider moves keep the frame (and ``KeptFigure`` fast)
         ylim = max(4.0 * balanced, 1.15 * (r.capacity or 0))
-        after = f" after {steps} {balancing} steps" if balancing != "none" and steps else ""
-        cap = "dropless" if r.capacity is None else f"capacity {r.capacity}"
-        load = ((r.load(), r.capacity, r.kept()),
-                {"ylim": ylim, "title": f"tokens per expert ({cap}){after}\ndropped {r.dropped()} of "
-                                        f"{r.indices.size} slots, max/mean {r.load().max() / balanced:.2f}"})
+        load_title = "\n".join([_load_heading(r.capacity, balancing, steps),
+                                _("dropped {dropped} of {total} slots, max/mean {ratio:.2f}").format(
+                                    dropped=r.dropped(), total=r.indices.size, ratio=r.load().max() / balanced)])
+        load = ((r.load(), r.capacity, r.kept()), {"ylim": ylim, "title": load_title})
         n = min(self.heatmap_tokens, self.num_tokens)
         heatmap = ((r.probs[:n], r.indices[:n], r.keep[:n]),
-                   {"title": f"router probability (bright = high), first {n} tokens\n"
-                             "dot = chosen expert, x = dropped by capacity"})
+                   {"title": "\n".join([_("router probability (bright = high), first {n} tokens").format(n=n),
+                                        _("dot = chosen expert, x = dropped by capacity")])})
         ordered = -np.sort(-r.probs, axis=1)
         edges = np.linspace(0.0, 1.0, 21)
         tallest = max(np.histogram(ordered[:, 0], edges)[0].max(),
@@ -174,15 +183,32 @@ class RoutingDashboard(Dashboard):
         ratio = run.history.max(1) / run.history.mean(1)
         ratio_top = next((t for t in self.RATIO_STEPS if t >= 1.05 * ratio.max()), 1.05 * ratio.max())
         history = ((run.history,), {"max_steps": self.controls["steps"].max, "ylim": ratio_top,
-                                    "title": "balancing: none" if balancing == "none" else None})
+                                    "title": _("balancing: none") if balancing == "none" else None})
         panels = [(viz.plot_expert_load, viz.update_expert_load, *load),
                   (_heatmap_without_colorbar, viz.update_routing_heatmap, *heatmap),
                   (viz.plot_confidence_histogram, viz.update_confidence_histogram, (r.probs, top_k),
                    {"ylim": hist_top}),
                   (viz.plot_load_history, viz.update_load_history, *history)]
-        suptitle = (f"{self.num_tokens} tokens, E={num_experts}, top-{top_k}, temperature {temperature:g}, "
-                    f"noise {noise:g}, skew {skew:g}")
+        suptitle = _("{tokens} tokens, E={num_experts}, top-{top_k}, temperature {temperature:g}, noise {noise:g}, "
+                     "skew {skew:g}").format(tokens=self.num_tokens, num_experts=num_experts, top_k=top_k,
+                                             temperature=temperature, noise=noise, skew=skew)
         return panels, suptitle
+
+
+def _load_heading(capacity: int | None, balancing: str, steps: int) -> str:
+    """First line of the load panel's title: the capacity, and the balancing steps taken (if any)."""
+    if balancing == "none" or not steps:
+        if capacity is None:
+            return _("tokens per expert (dropless)")
+        return _("tokens per expert (capacity {capacity})").format(capacity=capacity)
+    # i18n: {method} is the balancing method's short name in the code, "aux" or "bias"
+    if capacity is None:
+        text = ngettext("tokens per expert (dropless) after {steps} {method} step",
+                        "tokens per expert (dropless) after {steps} {method} steps", steps)
+    else:
+        text = ngettext("tokens per expert (capacity {capacity}) after {steps} {method} step",
+                        "tokens per expert (capacity {capacity}) after {steps} {method} steps", steps)
+    return text.format(capacity=capacity, steps=steps, method=balancing)
 
 
 def _heatmap_without_colorbar(*args, **kwargs):
@@ -190,15 +216,18 @@ def _heatmap_without_colorbar(*args, **kwargs):
     return viz.plot_routing_heatmap(*args, colorbar=False, **kwargs)
 
 
+# name -> text; the names are the sample menu's values, and its labels once translated (``_(name)``)
 SAMPLE_TEXTS = {
-    "English": "In the beginning God created the heaven and the earth. And the earth was without form.",
-    "Chinese": "床前明月光，疑是地上霜。举头望明月，低头思故乡。",
+    N_("English"): "In the beginning God created the heaven and the earth. And the earth was without form.",
+    N_("Chinese"): "床前明月光，疑是地上霜。举头望明月，低头思故乡。",
     "Python": "def mean(values):\n    total = 0\n    for v in values:\n        total += v\n"
               "    return total / len(values)\n",
-    "arithmetic": "12+7=19\n305-48=257\n6*7=42\n81/9=9\n",
-    "mixed": "x = 3  # 三\nprint(x * 4)\n3*4=12 and the answer was good.",
+    N_("arithmetic"): "12+7=19\n305-48=257\n6*7=42\n81/9=9\n",
+    N_("mixed"): "x = 3  # 三\nprint(x * 4)\n3*4=12 and the answer was good.",
 }
-YOUR_TEXT = "your text"  # the sample menu's entry while the plot shows a text the learner typed
+YOUR_TEXT = N_("your text")  # the sample menu's entry while the plot shows a text the learner typed
+# the corpus's domains (``moe_lab.lm.corpus.DOMAINS``) as the domain panel names them, translated where shown
+DOMAIN_NAMES = {"english": N_("English"), "chinese": N_("Chinese"), "python": "Python", "arithmetic": N_("arithmetic")}
 
 
 class ModelDashboard(Dashboard):
@@ -237,19 +266,21 @@ class ModelDashboard(Dashboard):
         self._custom_text: str | None = None  # the learner's last own text, for the "your text" entry
         self._syncing = False
         style = {"description_width": "60px"}
-        self.sample = widgets.Dropdown(options=[*SAMPLE_TEXTS, YOUR_TEXT], value="mixed", description="sample",
-                                       style=style, layout=widgets.Layout(width="220px"))
-        self.text_box = widgets.Textarea(value=self.text, description="text", continuous_update=False,
-                                         placeholder="type or paste a text, then press 'route text'",
+        # menu labels translated, values the English names (what ``sample.value`` and SAMPLE_TEXTS use)
+        self.sample = widgets.Dropdown(options=[(_(name), name) for name in [*SAMPLE_TEXTS, YOUR_TEXT]],
+                                       value="mixed", description=_("sample"), style=style,
+                                       layout=widgets.Layout(width="220px"))
+        self.text_box = widgets.Textarea(value=self.text, description=_("text"), continuous_update=False,
+                                         placeholder=_("type or paste a text, then press 'route text'"),
                                          style=style, layout=widgets.Layout(width="520px", height="72px"))
-        self.route_button = widgets.Button(description="route text", icon="play",
-                                           tooltip="route the text of the box through the model",
+        self.route_button = widgets.Button(description=_("route text"), icon="play",
+                                           tooltip=_("route the text of the box through the model"),
                                            layout=widgets.Layout(width="120px"))
+        experts = [(_("all"), -1)] + [(_("expert {expert}").format(expert=e), e) for e in range(self.num_experts)]
         self.controls = {
             "layer": widgets.IntSlider(value=self.num_layers - 1, min=0, max=self.num_layers - 1,
-                                       description="layer", style=style, layout=widgets.Layout(width="220px")),
-            "expert": widgets.Dropdown(options=[("all", -1)] + [(f"expert {e}", e) for e in range(self.num_experts)],
-                                       value=-1, description="expert", style=style,
+                                       description=_("layer"), style=style, layout=widgets.Layout(width="220px")),
+            "expert": widgets.Dropdown(options=experts, value=-1, description=_("expert"), style=style,
                                        layout=widgets.Layout(width="220px")),
         }
         self.sample.observe(self._on_sample, names="value")
@@ -270,7 +301,7 @@ class ModelDashboard(Dashboard):
             self.text_box.value = text  # -> _on_text (nothing happens if the box already holds it)
             self._on_text()
 
-    def _on_text(self, *_) -> None:
+    def _on_text(self, *_args) -> None:
         """Show the box's text (the box sent it, or the button was pressed); nothing new, no redraw."""
         text = self.text_box.value
         if text == self.text:
@@ -330,19 +361,23 @@ class ModelDashboard(Dashboard):
             first = viz.char_experts(shown, r.top1()[layer])
             loads = np.stack([np.bincount(r.indices[li].reshape(-1), minlength=self.num_experts)
                               for li in range(self.num_layers)])
-            cut = " (cut)" if len(text) > self.max_chars else ""
+            if len(text) > self.max_chars:
+                title = _("layer {layer}: first-choice expert of each character (first {chars} characters)")
+            else:
+                title = _("layer {layer}: first-choice expert of each character")
             viz.plot_text_experts(shown, first, self.num_experts, highlight=highlight, ax=text_ax,
                                   width=self.text_width, max_lines=self.text_lines, fixed_frame=True,
-                                  title=f"layer {layer}: first-choice expert of each character{cut}")
+                                  title=title.format(layer=layer, chars=self.max_chars))
         else:  # an empty text box is allowed: say what to do instead of failing
             text_ax.axis("off")
-            text_ax.text(0.5, 0.5, "type some text in the box above, then press 'route text'", ha="center",
+            text_ax.text(0.5, 0.5, _("type some text in the box above, then press 'route text'"), ha="center",
                          va="center", fontsize=12)
             loads = np.zeros((self.num_layers, self.num_experts), np.int64)
         viz.plot_layer_load(loads, ax=load_ax, highlight=highlight,
-                            title=f"this text: load per layer (all top-{self.top_k} slots)")
-        viz.plot_domain_expert_heatmap(self.domain_counts[layer], DOMAINS, ax=dom_ax, highlight=highlight,
-                                       colorbar=False, title=f"held-out text, layer {layer}: domain x expert")
+                            title=_("this text: load per layer (all top-{top_k} slots)").format(top_k=self.top_k))
+        viz.plot_domain_expert_heatmap(self.domain_counts[layer], [_(DOMAIN_NAMES.get(d, d)) for d in DOMAINS],
+                                       ax=dom_ax, highlight=highlight, colorbar=False,
+                                       title=_("held-out text, layer {layer}: domain x expert").format(layer=layer))
         for ax in (load_ax, dom_ax):
             ax.title.set_fontsize(10)
         return fig

@@ -11,6 +11,7 @@ import ipywidgets as w
 import matplotlib.pyplot as plt
 import numpy as np
 
+from moe_lab.i18n import N_, _, ngettext
 from moe_lab.parallel.sim import (
     MIB,
     PLACEMENTS,
@@ -23,10 +24,15 @@ from moe_lab.parallel.sim import (
 from moe_lab.viz.widgets import Dashboard
 
 LEGEND_OUTSIDE = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+# the dashboard's menus: value (``moe_lab.parallel.sim``'s names) -> label, translated where shown
+ROUTING_LABELS = {"uniform": N_("uniform"), "zipf": N_("Zipf")}
+PLACEMENT_LABELS = {"contiguous": N_("contiguous"), "round_robin": N_("round-robin")}
+LINK_LABELS = {"intra": N_("intra-node"), "inter": N_("inter-node")}
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def _options(values, labels: dict) -> list[tuple[str, str]]:
+    """Menu options ``(translated label, value)``; a value without a label shows as itself."""
+    return [(_(labels[v]) if v in labels else str(v), v) for v in values]
 
 # ---------------------------------------------------------------------------------------------
 # Figures (pure: numbers -> Figure)
@@ -40,19 +46,21 @@ def fig_volume_vs_ep(eps, tokens: int, hidden_size: int, top_k: int, *, num_expe
     inter = np.array([v.dispatch["inter"] + v.combine["inter"] for v in vols]) / MIB
     fig, ax = plt.subplots(figsize=(7.2, 3.4))
     x = np.arange(len(eps))
-    ax.bar(x, intra, color="tab:blue", label="intra-node (HCCS)")
-    ax.bar(x, inter, bottom=intra, color="tab:red", label="inter-node (network)")
-    ax.set_xticks(x, [f"EP {ep}\n{plural(v.nodes, 'node')}" for ep, v in zip(eps, vols, strict=True)])
-    ax.set_ylabel("MiB sent per device per layer")
-    ax.set_title(f"dispatch + combine, {tokens} tokens/device, top-{top_k}, hidden_size {hidden_size}, {dtype}",
-                 fontsize=9)
+    ax.bar(x, intra, color="tab:blue", label=_("intra-node (HCCS)"))
+    ax.bar(x, inter, bottom=intra, color="tab:red", label=_("inter-node (network)"))
+    # i18n: a tick label in two lines: the EP degree, then the number of server nodes it spans
+    ax.set_xticks(x, [ngettext("EP {ep}\n{nodes} node", "EP {ep}\n{nodes} nodes", v.nodes).format(ep=ep, nodes=v.nodes)
+                      for ep, v in zip(eps, vols, strict=True)])
+    ax.set_ylabel(_("MiB sent per device per layer"))
+    title = _("dispatch + combine, {tokens} tokens/device, top-{top_k}, hidden_size {hidden_size}, {dtype}")
+    ax.set_title(title.format(tokens=tokens, top_k=top_k, hidden_size=hidden_size, dtype=dtype), fontsize=9)
     ax.legend(**LEGEND_OUTSIDE, fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def fig_device_loads(loads, title: str = "", ax=None):
-    """Bars: rows per device, with the mean as a dashed line; the title gives max / mean."""
+    """Bars: rows per device, with the mean as a dashed line; the title (``title``, then max / mean) says so."""
     loads = np.asarray(loads, np.float64)
     own = ax is None
     if own:
@@ -64,9 +72,14 @@ def fig_device_loads(loads, title: str = "", ax=None):
     ax.axhline(loads.mean(), color="black", lw=1, ls="--")
     if loads.size <= 16:
         ax.set_xticks(np.arange(loads.size))
-    ax.set_xlabel("device (EP rank)")
-    ax.set_ylabel("rows processed")
-    ax.set_title(f"{title}{'  ' if title else ''}max/mean = {imbalance(loads):.2f} (dashed: mean)")
+    ax.set_xlabel(_("device (EP rank)"))
+    ax.set_ylabel(_("rows processed"))
+    if title:
+        # i18n: {title} is what the bars show, e.g. "rows per rank:"
+        heading = _("{title}  max/mean = {ratio:.2f} (dashed: mean)")
+    else:
+        heading = _("max/mean = {ratio:.2f} (dashed: mean)")
+    ax.set_title(heading.format(title=title, ratio=imbalance(loads)))
     ax.set_ylim(0, max(loads.max() * 1.15, 1.0))
     if own:
         fig.tight_layout()
@@ -80,17 +93,17 @@ def fig_run(result: dict):
     ranks = [row["rank"] for row in result["strategies"][names[0]]["ranks"]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.8, 3.0))
     rows = [row["rows"] for row in result["strategies"][names[0]]["ranks"]]
-    fig_device_loads(rows, "rows per rank:", ax=ax1)
+    fig_device_loads(rows, _("rows per rank:"), ax=ax1)
     ax1.title.set_fontsize(9)
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         sent = [row["bytes_sent"] / 1024 for row in result["strategies"][name]["ranks"]]
         ax2.bar(np.arange(len(ranks)) + i * width, sent, width, label=name)
     ax2.set_xticks(np.arange(len(ranks)) + width * (len(names) - 1) / 2, [str(r) for r in ranks])
-    ax2.set_xlabel("rank")
-    ax2.set_ylabel("KiB sent per forward")
-    ax2.set_title("bytes sent (ring accounting)", fontsize=9)
-    ax2.legend(**LEGEND_OUTSIDE, title="strategy", fontsize=8, title_fontsize=8)
+    ax2.set_xlabel(_("rank (process)"))
+    ax2.set_ylabel(_("KiB sent per forward"))
+    ax2.set_title(_("bytes sent (ring accounting)"), fontsize=9)
+    ax2.legend(**LEGEND_OUTSIDE, title=_("strategy"), fontsize=8, title_fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -104,15 +117,17 @@ def fig_sim(sim: SimResult):
     bottom = np.zeros(2)
     for p in parts:
         vals = np.array([v.dispatch[p], v.combine[p]]) / MIB
-        ax1.bar([0, 1], vals, bottom=bottom, color=colors[p], label=f"{p}-node")
+        ax1.bar([0, 1], vals, bottom=bottom, color=colors[p], label=_(LINK_LABELS[p]))
         bottom += vals
-    ax1.set_xticks([0, 1], ["dispatch", "combine"])
-    ax1.set_ylabel("MiB sent per device per layer")
-    ax1.set_title(f"EP {v.ep} on {plural(v.nodes, 'node')}: {v.inter_fraction:.0%} leaves the node", fontsize=9)
+    ax1.set_xticks([0, 1], [_("dispatch"), _("combine")])
+    ax1.set_ylabel(_("MiB sent per device per layer"))
+    ax1.set_title(ngettext("EP {ep} on {nodes} node: {share:.0%} leaves the node",
+                           "EP {ep} on {nodes} nodes: {share:.0%} leaves the node", v.nodes).format(
+                               ep=v.ep, nodes=v.nodes, share=v.inter_fraction), fontsize=9)
     ax1.legend(**LEGEND_OUTSIDE, fontsize=8)
-    fig_device_loads(sim.loads, "rows per device:", ax=ax2)
-    ax2.set_title(f"rows per device: max/mean = {sim.sampled_imbalance:.2f} (expected "
-                  f"{sim.expected_imbalance:.2f}; dashed: mean)", fontsize=9)
+    fig_device_loads(sim.loads, ax=ax2)
+    ax2.set_title(_("rows per device: max/mean = {ratio:.2f} (expected {expected:.2f}; dashed: mean)").format(
+        ratio=sim.sampled_imbalance, expected=sim.expected_imbalance), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -134,18 +149,22 @@ class EPDashboard(Dashboard):
     def __init__(self, hidden_size: int = 7680, moe_layers: int = 58, quiet: bool = False):
         self.moe_layers = moe_layers
         style = {"description_width": "110px"}
+        # menus show translated labels; their values stay the simulator's names ("uniform", "round_robin", ...)
         self.controls = {
-            "ep": w.SelectionSlider(options=self.EPS, value=32, description="EP degree", style=style),
-            "tokens": w.SelectionSlider(options=self.TOKENS, value=4096, description="tokens/device", style=style),
+            "ep": w.SelectionSlider(options=self.EPS, value=32, description=_("EP degree"), style=style),
+            "tokens": w.SelectionSlider(options=self.TOKENS, value=4096, description=_("tokens/device"),
+                                        style=style),
             "top_k": w.SelectionSlider(options=self.TOP_KS, value=8, description="top-k", style=style),
             "hidden_size": w.Dropdown(options=self.HIDDEN_SIZES, value=hidden_size, description="hidden_size",
                                       style=style),
-            "dtype": w.Dropdown(options=("bfloat16", "int8"), value="bfloat16", description="dispatch dtype",
+            "dtype": w.Dropdown(options=("bfloat16", "int8"), value="bfloat16", description=_("dispatch dtype"),
                                 style=style),
-            "routing": w.Dropdown(options=("uniform", "zipf"), value="uniform", description="routing", style=style),
-            "skew": w.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.5, description="Zipf skew", style=style,
+            "routing": w.Dropdown(options=_options(("uniform", "zipf"), ROUTING_LABELS), value="uniform",
+                                  description=_("routing"), style=style),
+            "skew": w.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.5, description=_("Zipf skew"), style=style,
                                   continuous_update=False),
-            "scheme": w.Dropdown(options=PLACEMENTS, value="contiguous", description="placement", style=style),
+            "scheme": w.Dropdown(options=_options(PLACEMENTS, PLACEMENT_LABELS), value="contiguous",
+                                 description=_("placement"), style=style),
         }
         c = list(self.controls.values())
         self._setup(w.HBox([w.VBox(c[:4]), w.VBox(c[4:])]), quiet)

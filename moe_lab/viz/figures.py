@@ -4,7 +4,8 @@ Introduced in notebook 05 (the capacity sweep in notebook 03). Every function ta
 lists, or MindSpore tensors), checks their shapes, draws on ``ax`` when given (so a dashboard can lay
 several plots out in one figure) or on a new figure, and returns the figure. The dashboards of
 ``moe_lab.viz.dashboards`` only decide *which* arrays to draw; everything visible is decided here and
-unit-tested without a browser.
+unit-tested without a browser. Every word they draw is a message of ``moe_lab.i18n``, looked up when the
+figure is drawn: English, or Chinese after ``moe_lab.setup(lang="zh")`` (which also picks a CJK font).
 
     fig = plot_expert_load(load, capacity=40)           # tokens per expert, capacity line, drops
     fig = plot_routing_heatmap(probs, indices, keep)    # token x expert router probabilities
@@ -36,6 +37,7 @@ from matplotlib.transforms import ScaledTranslation
 
 from moe_lab.checks import check_int
 from moe_lab.core.capacity_sweep import CapacitySweep
+from moe_lab.i18n import _
 
 DROPPED_COLOR = "#d62728"
 NO_EXPERT_COLOR = "#bdbdbd"
@@ -186,8 +188,11 @@ def _expert_load_title(load, capacity, dropped) -> str:
     mean = load.sum() / load.size
     ratio = load.max() / mean if mean > 0 else 0.0
     share = 100.0 * n_drop / total if total else 0.0
-    cap = "dropless" if capacity is None else f"capacity {capacity}"
-    return f"{cap}: dropped {n_drop} of {total} slots ({share:.1f}%), max/mean load {ratio:.2f}"
+    if capacity is None:
+        text = _("dropless: dropped {dropped} of {total} slots ({share:.1f}%), max/mean load {ratio:.2f}")
+    else:
+        text = _("capacity {capacity}: dropped {dropped} of {total} slots ({share:.1f}%), max/mean load {ratio:.2f}")
+    return text.format(capacity=capacity, dropped=n_drop, total=total, share=share, ratio=ratio)
 
 
 CUT_LABEL = "cut bar"  # gid of the count written over a bar taller than the frame
@@ -218,21 +223,21 @@ def plot_expert_load(load, capacity: int | None = None, kept=None, *, ax=None, y
     num_experts = load.size
     fig, ax = _axes(ax, (6.4, 3.2))
     x = np.arange(num_experts)
-    ax.bar(x, kept, color=expert_colors(num_experts), edgecolor="black", linewidth=0.5, label="processed")
+    ax.bar(x, kept, color=expert_colors(num_experts), edgecolor="black", linewidth=0.5, label=_("processed"))
     ax.bar(x, dropped, bottom=kept, color="white", edgecolor=DROPPED_COLOR, hatch="///", linewidth=0.8,
-           label="dropped")
+           label=_("dropped"))
     # the values of the two lines are in the title, not in the legend: the legend stays the same
     # while a slider moves (a dashboard draws it once, see ``moe_lab.viz.widgets.KeptFigure``)
-    ax.axhline(load.sum() / num_experts, color="0.3", linestyle="--", linewidth=1, label="perfect balance")
+    ax.axhline(load.sum() / num_experts, color="0.3", linestyle="--", linewidth=1, label=_("perfect balance"))
     if capacity is not None:
-        ax.axhline(capacity, color=DROPPED_COLOR, linewidth=1.5, label="capacity")
+        ax.axhline(capacity, color=DROPPED_COLOR, linewidth=1.5, label=_("capacity"))
     if ylim is not None:
         ax.set_ylim(0, ylim)
         _label_cut_bars(ax, load, ylim)
     ax.set_xticks(x if num_experts <= 32 else x[:: int(np.ceil(num_experts / 16))])
     ax.set_xlim(-0.6, num_experts - 0.4)
-    ax.set_xlabel("expert")
-    ax.set_ylabel("token slots")
+    ax.set_xlabel(_("expert"))
+    ax.set_ylabel(_("token slots"))
     ax.set_title(title if title is not None else _expert_load_title(load, capacity, dropped))
     legend_below(ax, ncol=4)
     return fig
@@ -244,23 +249,27 @@ def update_expert_load(ax, load, capacity: int | None = None, kept=None, *, ylim
     its artists (bar heights, line heights, title); the picture equals a fresh ``plot_expert_load``.
 
     Returns False, changing nothing, when ``ax`` holds no such plot or one of another shape (another
-    number of experts, a capacity line where there is none now or the reverse): draw it anew then.
-    Introduced in notebook 05 (the routing dashboard redraws its first panel this way).
+    number of experts, a capacity line where there is none now or the reverse) or one drawn in another
+    language (``moe_lab.i18n``): draw it anew then. Introduced in notebook 05 (the routing dashboard
+    redraws its first panel this way).
     """
     load, capacity, kept, dropped = _expert_load_data(load, capacity, kept)
+    # the artists by their legend labels, as translated now: a plot of another language does not match
+    processed, cut, balance, cap = _("processed"), _("dropped"), _("perfect balance"), _("capacity")
     bars = {c.get_label(): c for c in ax.containers}
     lines = {ln.get_label(): ln for ln in ax.lines}
-    if (set(bars) != {"processed", "dropped"} or len(bars["processed"]) != load.size
-            or set(lines) != ({"perfect balance", "capacity"} if capacity is not None else {"perfect balance"})):
+    if (set(bars) != {processed, cut} or len(bars[processed]) != load.size
+            or set(lines) != ({balance, cap} if capacity is not None else {balance})
+            or not _in_current_language(ax, _("expert"), _("token slots"))):
         return False
-    for processed, cut, k, d in zip(bars["processed"], bars["dropped"], kept, dropped, strict=True):
-        processed.set_height(k)
-        cut.set_y(k)
-        cut.set_height(d)
+    for bar, top, k, d in zip(bars[processed], bars[cut], kept, dropped, strict=True):
+        bar.set_height(k)
+        top.set_y(k)
+        top.set_height(d)
     mean = load.sum() / load.size
-    lines["perfect balance"].set_ydata([mean, mean])
+    lines[balance].set_ydata([mean, mean])
     if capacity is not None:
-        lines["capacity"].set_ydata([capacity, capacity])
+        lines[cap].set_ydata([capacity, capacity])
     for text in [t for t in ax.texts if t.get_gid() == CUT_LABEL]:
         text.remove()
     ax.set_ylim(0, ylim)
@@ -298,10 +307,10 @@ def _routing_markers(ax, indices, keep) -> None:
     """A white dot on each kept choice, a red cross on each dropped one."""
     tokens = np.repeat(np.arange(indices.shape[0]), indices.shape[1])
     chosen, kept = indices.reshape(-1), keep.reshape(-1)
-    ax.scatter(tokens[kept], chosen[kept], s=10, c="white", edgecolors="black", linewidths=0.4, label="chosen")
+    ax.scatter(tokens[kept], chosen[kept], s=10, c="white", edgecolors="black", linewidths=0.4, label=_("chosen"))
     if (~kept).any():
         ax.scatter(tokens[~kept], chosen[~kept], s=22, marker="x", c=DROPPED_COLOR, linewidths=1.2,
-                   label="dropped")
+                   label=_("dropped"))
 
 
 def plot_routing_heatmap(probs, indices=None, keep=None, *, token_labels=None, ax=None, colorbar: bool = True,
@@ -326,30 +335,45 @@ def plot_routing_heatmap(probs, indices=None, keep=None, *, token_labels=None, a
     if indices is not None:
         _routing_markers(ax, indices, keep)
     if colorbar:
-        fig.colorbar(image, ax=ax, label="router probability", fraction=0.05, pad=0.02)
+        fig.colorbar(image, ax=ax, label=_("router probability"), fraction=0.05, pad=0.02)
     if token_labels is not None and n <= 80:
         ax.set_xticks(np.arange(n), [repr(t)[1:-1] if t.isspace() else t for t in token_labels], fontsize=7)
     ax.set_yticks(np.arange(num_experts) if num_experts <= 16 else np.arange(0, num_experts, 4))
-    ax.set_xlabel("token")
-    ax.set_ylabel("expert")
+    ax.set_xlabel(_("token"))
+    ax.set_ylabel(_("expert"))
     ax.grid(False)
-    ax.set_title(title if title is not None else f"router probabilities of {n} tokens")
+    ax.set_title(title if title is not None else _heatmap_title(n))
     return fig
+
+
+def _heatmap_title(n: int) -> str:
+    return _("router probabilities of {n} tokens").format(n=n)
+
+
+def _in_current_language(ax, xlabel: str, ylabel: str) -> bool:
+    """Whether ``ax`` was drawn in the current language: its axis labels are ``xlabel`` and ``ylabel`` as
+    translated now (both: a translation may equal the English word).
+
+    The ``update_*`` functions change only the data and the title; a plot drawn before a language switch
+    (``moe_lab.i18n.set_language``) must be drawn anew, or its axis labels and legend keep the old language.
+    """
+    return ax.get_xlabel() == xlabel and ax.get_ylabel() == ylabel
 
 
 def update_routing_heatmap(ax, probs, indices=None, keep=None, *, title: str | None = None) -> bool:
     """Make ``ax``, drawn by ``plot_routing_heatmap``, show these probabilities and choices by changing
     its image data and markers (the picture equals a fresh plot). Returns False, changing nothing,
-    when ``ax`` holds no heatmap of this shape. Introduced in notebook 05."""
+    when ``ax`` holds no heatmap of this shape or one drawn in another language. Introduced in notebook 05."""
     probs, indices, keep = _heatmap_data(probs, indices, keep)
-    if len(ax.images) != 1 or ax.images[0].get_array().shape != probs.T.shape:
+    if (len(ax.images) != 1 or ax.images[0].get_array().shape != probs.T.shape
+            or not _in_current_language(ax, _("token"), _("expert"))):
         return False
     ax.images[0].set_data(probs.T)
-    for markers in [c for c in ax.collections if c.get_label() in ("chosen", "dropped")]:
+    for markers in [c for c in ax.collections if c.get_label() in (_("chosen"), _("dropped"))]:
         markers.remove()
     if indices is not None:
         _routing_markers(ax, indices, keep)
-    ax.set_title(title if title is not None else f"router probabilities of {probs.shape[0]} tokens")
+    ax.set_title(title if title is not None else _heatmap_title(probs.shape[0]))
     return True
 
 
@@ -369,23 +393,23 @@ def plot_confidence_histogram(probs, top_k: int = 1, *, bins: int = 20, ax=None,
     fig, ax = _axes(ax, (5.0, 3.0))
     # one step patch per histogram (ax.stairs), not one rectangle per bin (ax.hist): the same picture,
     # ~20 fewer artists to build on every dashboard redraw, and ``set_data`` updates it in place
-    ax.stairs(counts["top-1 probability"], edges, fill=True, color="#1f77b4", alpha=0.8,
-              label="top-1 probability")
-    if top_k > 1:
-        ax.stairs(counts[f"top-{top_k} mass"], edges, color="#ff7f0e", linewidth=1.5, label=f"top-{top_k} mass")
-    ax.axvline(1.0 / num_experts, color="0.3", linestyle=":", label=f"uniform = 1/{num_experts}")
+    for k, values in counts.items():  # the top-1 probability filled, the top-k mass as an outline
+        style = {"fill": True, "color": "#1f77b4", "alpha": 0.8} if k == 1 else {"color": "#ff7f0e", "linewidth": 1.5}
+        ax.stairs(values, edges, label=_confidence_label(k), **style)
+    ax.axvline(1.0 / num_experts, color="0.3", linestyle=":", label=_uniform_label(num_experts))
     ax.set_xlim(0, 1)
     if ylim is not None:
         ax.set_ylim(0, ylim)
-    ax.set_xlabel("probability")
-    ax.set_ylabel("tokens")
+    ax.set_xlabel(_("probability"))
+    ax.set_ylabel(_("tokens"))
     ax.set_title(title if title is not None else _confidence_title(probs))
     legend_below(ax, ncol=3)
     return fig
 
 
 def _confidence_data(probs, top_k, bins):
-    """Checked ``(probs, top_k, edges, {label: counts})`` of ``plot_confidence_histogram``'s arguments."""
+    """Checked ``(probs, top_k, edges, {k: counts})`` of ``plot_confidence_histogram``'s arguments: the
+    histograms of the top-1 probability (k = 1) and, when ``top_k`` > 1, of the top-k mass (k = ``top_k``)."""
     probs = _array("probs", probs, 2)
     n, num_experts = probs.shape
     if n == 0 or num_experts == 0:
@@ -394,30 +418,41 @@ def _confidence_data(probs, top_k, bins):
     bins = check_int("bins", bins, minimum=1)
     ordered = -np.sort(-probs, axis=1)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    counts = {"top-1 probability": np.histogram(ordered[:, 0], edges)[0]}
+    counts = {1: np.histogram(ordered[:, 0], edges)[0]}
     if top_k > 1:
-        counts[f"top-{top_k} mass"] = np.histogram(ordered[:, :top_k].sum(1), edges)[0]
+        counts[top_k] = np.histogram(ordered[:, :top_k].sum(1), edges)[0]
     return probs, top_k, edges, counts
 
 
+def _confidence_label(k: int) -> str:
+    """The legend label of the histogram of the top-1 probability (k = 1) or of the top-k mass."""
+    return _("top-1 probability") if k == 1 else _("top-{top_k} mass").format(top_k=k)
+
+
+def _uniform_label(num_experts: int) -> str:
+    return _("uniform = 1/{num_experts}").format(num_experts=num_experts)
+
+
 def _confidence_title(probs) -> str:
-    return f"router confidence: mean top-1 = {probs.max(1).mean():.2f}"
+    return _("router confidence: mean top-1 = {mean:.2f}").format(mean=probs.max(1).mean())
 
 
 def update_confidence_histogram(ax, probs, top_k: int = 1, *, bins: int = 20, ylim: float,
                                 title: str | None = None) -> bool:
     """Make ``ax``, drawn by ``plot_confidence_histogram`` with a fixed ``ylim``, show these
     probabilities by changing its step patches (the picture equals a fresh plot). Returns False,
-    changing nothing, when ``ax`` holds no such plot for this top-k, number of experts and bins.
-    Introduced in notebook 05."""
+    changing nothing, when ``ax`` holds no such plot for this top-k, number of experts and bins, or one
+    drawn in another language. Introduced in notebook 05."""
     probs, top_k, edges, counts = _confidence_data(probs, top_k, bins)
+    labels = {_confidence_label(k): k for k in counts}  # as translated now: another language does not match
     steps = {p.get_label(): p for p in ax.patches if isinstance(p, StepPatch)}
     uniform = {ln.get_label() for ln in ax.lines}
-    if (set(steps) != set(counts) or uniform != {f"uniform = 1/{probs.shape[1]}"}
+    if (set(steps) != set(labels) or uniform != {_uniform_label(probs.shape[1])}
+            or not _in_current_language(ax, _("probability"), _("tokens"))
             or any(len(p.get_data().edges) != len(edges) for p in steps.values())):
         return False
-    for label, values in counts.items():
-        steps[label].set_data(values, edges)
+    for label, k in labels.items():
+        steps[label].set_data(counts[k], edges)
     ax.set_ylim(0, ylim)
     ax.set_title(title if title is not None else _confidence_title(probs))
     return True
@@ -442,7 +477,7 @@ def plot_layer_load(loads, *, layer_names=None, ax=None, title: str | None = Non
     if num_layers == 0 or num_experts == 0:
         raise ValueError(f"loads must have at least one layer and one expert, got shape {loads.shape}")
     if layer_names is None:
-        layer_names = [f"layer {i}" for i in range(num_layers)]
+        layer_names = [_("layer {layer}").format(layer=i) for i in range(num_layers)]
     layer_names = [str(s) for s in layer_names]
     if len(layer_names) != num_layers:
         raise ValueError(f"layer_names must have one name per layer ({num_layers}), got {len(layer_names)}")
@@ -456,14 +491,15 @@ def plot_layer_load(loads, *, layer_names=None, ax=None, title: str | None = Non
     for e in range(num_experts):
         alpha = 1.0 if highlight is None or highlight == e else 0.25
         ax.bar(np.arange(num_layers) + (e - (num_experts - 1) / 2) * width, share[:, e], width,
-               color=colors[e], alpha=alpha, edgecolor="black", linewidth=0.4, label=f"expert {e}")
-    ax.axhline(1.0 / num_experts, color="0.3", linestyle="--", linewidth=1, label="perfect balance")
+               color=colors[e], alpha=alpha, edgecolor="black", linewidth=0.4,
+               label=_("expert {expert}").format(expert=e))
+    ax.axhline(1.0 / num_experts, color="0.3", linestyle="--", linewidth=1, label=_("perfect balance"))
     ax.set_xticks(np.arange(num_layers), layer_names)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("share of token slots")
+    ax.set_ylabel(_("share of token slots"))
     worst = share.max(1) * num_experts
-    ax.set_title(title if title is not None else
-                 "expert load per layer (max/mean " + ", ".join(f"{w:.2f}" for w in worst) + ")")
+    ax.set_title(title if title is not None else _("expert load per layer (max/mean {ratios})").format(
+        ratios=", ".join(f"{w:.2f}" for w in worst)))
     legend_below(ax, ncol=min(num_experts + 1, 5))
     return fig
 
@@ -642,12 +678,12 @@ def plot_text_experts(text: str, experts, num_experts: int, *, highlight: int | 
     ax.set_ylim(-rows, 0)
     ax.set_aspect("auto")
     ax.axis("off")
-    handles = [Patch(facecolor=NO_EXPERT_COLOR if e < 0 else colors[e], label="none" if e < 0 else f"expert {e}")
-               for e in used]
+    handles = [Patch(facecolor=NO_EXPERT_COLOR if e < 0 else colors[e],
+                     label=_("none") if e < 0 else _("expert {expert}").format(expert=e)) for e in used]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=LEGEND_FONTSIZE + 0.5,
               frameon=False, borderaxespad=0.4, handlelength=1.2,
               ncol=_legend_columns(len(used), ax.get_position().height * fig.get_figheight()))
-    ax.set_title(title if title is not None else "each character coloured by the expert that took it",
+    ax.set_title(title if title is not None else _("each character coloured by the expert that took it"),
                  fontsize=10, loc="left")
     return fig
 
@@ -671,7 +707,7 @@ def plot_text_samples(samples: dict, num_experts: int, *, width: int = 40, max_l
     tile_w, tile_h = TILE_INCHES
     columns = width + 0.8
     title_h = 0.4  # inches above each grid for its title
-    entries = [len(set(np.asarray(experts).reshape(-1).tolist())) for _, experts in samples.values()]
+    entries = [len(set(np.asarray(experts).reshape(-1).tolist())) for _text, experts in samples.values()]
     ncol = max(_legend_columns(e, n * tile_h) for e, n in zip(entries, lines, strict=True))
     fig_w = columns * tile_w + ncol * TEXT_LEGEND_INCHES + 0.1
     fig_h = sum(n * tile_h + title_h for n in lines) + 0.05
@@ -723,12 +759,12 @@ def plot_domain_expert_heatmap(counts, domains, *, ax=None, highlight: int | Non
         ax.add_patch(Rectangle((highlight - 0.5, -0.5), 1, num_domains, fill=False, edgecolor=DROPPED_COLOR,
                                linewidth=2))
     if colorbar:
-        fig.colorbar(image, ax=ax, label="share of the domain's slots", fraction=0.05, pad=0.02)
+        fig.colorbar(image, ax=ax, label=_("share of the domain's slots"), fraction=0.05, pad=0.02)
     ax.set_xticks(np.arange(num_experts))
     ax.set_yticks(np.arange(num_domains), domains)
-    ax.set_xlabel("expert")
+    ax.set_xlabel(_("expert"))
     ax.grid(False)
-    ax.set_title(title if title is not None else "which expert takes which domain")
+    ax.set_title(title if title is not None else _("which expert takes which domain"))
     return fig
 
 
@@ -747,7 +783,8 @@ def _history_frame(ax, ratio, max_steps, ylim, title) -> None:
     steps = ratio.size
     ax.set_xlim(0, max(1, steps - 1) if max_steps is None else max(1, max_steps))
     ax.set_ylim(0.9, max(4.0, float(ratio.max()) * 1.05) if ylim is None else ylim)
-    ax.set_title(title if title is not None else f"balancing: max/mean {ratio[0]:.2f} -> {ratio[-1]:.2f}")
+    ax.set_title(title if title is not None else
+                 _("balancing: max/mean {start:.2f} -> {end:.2f}").format(start=ratio[0], end=ratio[-1]))
 
 
 def plot_load_history(history, *, ax=None, title: str | None = None, max_steps: int | None = None,
@@ -759,12 +796,12 @@ def plot_load_history(history, *, ax=None, title: str | None = None, max_steps: 
     """
     ratio = _history_ratio(history)
     fig, ax = _axes(ax, (5.0, 3.0))
-    ax.plot(np.arange(ratio.size), ratio, marker="o", markersize=3, color="#2ca02c", label="max/mean load")
-    ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label="perfect balance")
+    ax.plot(np.arange(ratio.size), ratio, marker="o", markersize=3, color="#2ca02c", label=_("max/mean load"))
+    ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label=_("perfect balance"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     _history_frame(ax, ratio, max_steps, ylim, title)
-    ax.set_xlabel("balancing update step")
-    ax.set_ylabel("max / mean load")
+    ax.set_xlabel(_("balancing update step"))
+    ax.set_ylabel(_("max / mean load"))
     legend_below(ax, ncol=2)
     return fig
 
@@ -772,13 +809,14 @@ def plot_load_history(history, *, ax=None, title: str | None = None, max_steps: 
 def update_load_history(ax, history, *, title: str | None = None, max_steps: int | None = None,
                         ylim: float | None = None) -> bool:
     """Make ``ax``, drawn by ``plot_load_history``, show this history by changing its line (the
-    picture equals a fresh plot). Returns False, changing nothing, when ``ax`` holds no such plot.
-    Introduced in notebook 05."""
+    picture equals a fresh plot). Returns False, changing nothing, when ``ax`` holds no such plot or one
+    drawn in another language. Introduced in notebook 05."""
     ratio = _history_ratio(history)
+    line, balance = _("max/mean load"), _("perfect balance")  # as translated now
     lines = {ln.get_label(): ln for ln in ax.lines}
-    if set(lines) != {"max/mean load", "perfect balance"}:
+    if set(lines) != {line, balance} or not _in_current_language(ax, _("balancing update step"), _("max / mean load")):
         return False
-    lines["max/mean load"].set_data(np.arange(ratio.size), ratio)
+    lines[line].set_data(np.arange(ratio.size), ratio)
     _history_frame(ax, ratio, max_steps, ylim, title)
     return True
 
@@ -798,16 +836,18 @@ def plot_capacity_sweep(sweep: CapacitySweep, *, ax=None):
     else:
         fig = ax[0].figure
     left, right = ax
-    left.plot(sweep.factors, 100 * sweep.dropped_slots, "o-", label="slots dropped")
-    left.plot(sweep.factors, 100 * sweep.dropped_tokens, "s--", label="tokens with every slot dropped")
-    left.set_xlabel("capacity factor")
-    left.set_ylabel("% dropped")
-    left.set_title(f"drops ({sweep.tokens} tokens, top-{sweep.top_k}, {sweep.drop_policy} policy)")
+    left.plot(sweep.factors, 100 * sweep.dropped_slots, "o-", label=_("slots dropped"))
+    left.plot(sweep.factors, 100 * sweep.dropped_tokens, "s--", label=_("tokens with every slot dropped"))
+    left.set_xlabel(_("capacity factor"))
+    left.set_ylabel(_("dropped (%)"))
+    # i18n: drop_policy is a config value ("position" or "priority"), kept in English
+    left.set_title(_("drops ({tokens} tokens, top-{top_k}, {drop_policy} policy)").format(
+        tokens=sweep.tokens, top_k=sweep.top_k, drop_policy=sweep.drop_policy))
     left.legend(fontsize=8)
     right.plot(sweep.factors, 100 * sweep.relative_error, "o-", color="C3")
-    right.set_xlabel("capacity factor")
-    right.set_ylabel("% relative error vs dropless")
-    right.set_title("output error")
+    right.set_xlabel(_("capacity factor"))
+    right.set_ylabel(_("relative error vs dropless (%)"))
+    right.set_title(_("output error"))
     # capacity factor at which the busiest expert fits: C = cf * N * K / E >= max load
     enough = sweep.load.max() * len(sweep.load) / (sweep.tokens * sweep.top_k)
     for a in (left, right):

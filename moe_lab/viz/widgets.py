@@ -26,6 +26,8 @@ from matplotlib.legend import Legend
 from matplotlib.text import Text
 from PIL import Image as PILImage
 
+from moe_lab.i18n import _
+
 
 def figure_png(fig, dpi: float | None = None) -> bytes:
     """PNG bytes of ``fig`` (then closed: the figure is not shown a second time).
@@ -181,7 +183,7 @@ class KeptFigure:
             others = [a for a in shown if not isinstance(a, Text)]
             for a in others:
                 a.set_visible(False)
-            for a, _ in texts:
+            for a, _alpha in texts:
                 a.set_alpha(0.0)
             try:
                 canvas.draw()
@@ -346,14 +348,15 @@ class ExerciseBox:
 
     css_class = "moe-exercise"
 
-    def __init__(self, question: str, check, placeholder: str = "your answer"):
+    def __init__(self, question: str, check, placeholder: str | None = None):
         if not callable(check):
             raise TypeError(f"check must be a checker function (answer -> Feedback), got {type(check).__name__}")
         self.check = check
         self.question = widgets.HTML(value=question)
-        self.answer = widgets.Text(value="", placeholder=placeholder, continuous_update=False,
-                                   layout=widgets.Layout(width="200px"))
-        self.button = widgets.Button(description="check", layout=widgets.Layout(width="90px"))
+        self.answer = widgets.Text(value="", placeholder=_("your answer") if placeholder is None else placeholder,
+                                   continuous_update=False, layout=widgets.Layout(width="200px"))
+        # i18n: the button that sends the answer to the checker
+        self.button = widgets.Button(description=_("check"), layout=widgets.Layout(width="90px"))
         self.feedback = widgets.HTML(value="")
         self.answer.observe(self._on_check, names="value")  # Enter (or leaving the box) sends the text
         self.button.on_click(self._on_check)
@@ -361,17 +364,20 @@ class ExerciseBox:
         self.box.add_class(self.css_class)
         self.last = None  # the last Feedback shown
 
-    def _on_check(self, *_) -> None:
+    def _on_check(self, *_args) -> None:
         answer = parse_answer(self.answer.value)
         if answer is None:  # the checkers' own message asks to edit a cell: there is none here
             self.last = None
-            self.feedback.value = "type an answer in the box first."
+            self.feedback.value = html_escape(_("type an answer in the box first."))
             return
         fb = self.check(answer)
         self.last = fb
         color = "#2ca02c" if fb else "#d62728"
-        mark = "right" if fb else "not yet"
-        self.feedback.value = f'<span style="color:{color}"><b>{mark}</b></span>: {html_escape(fb.message)}'
+        # i18n: the verdict words, the same as in the checkers' one-line feedback (moe_lab.exercises)
+        mark = _("right") if fb else _("not yet")
+        verdict = f'<span style="color:{color}"><b>{html_escape(mark)}</b></span>'
+        # i18n: the answer box's feedback: the verdict (coloured), then the checker's message
+        self.feedback.value = _("{verdict}: {message}").format(verdict=verdict, message=html_escape(fb.message))
 
     def _repr_mimebundle_(self, **kwargs):
         return self.box._repr_mimebundle_(**kwargs)
