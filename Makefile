@@ -15,7 +15,7 @@ EMULATED_BOARDS := emulate-910b emulate-310p emulate-310b
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
 
-.PHONY: install browser lab test lint hygiene unit nbval emulated notebooks bench checkpoint ep app app-zh clean fixtures
+.PHONY: install fonts browser lab test lint hygiene unit nbval emulated notebooks bench checkpoint ep app app-zh clean fixtures
 
 # The venv is (re)installed only when pyproject.toml changes: the second run is instant.
 $(STAMP): pyproject.toml
@@ -37,15 +37,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's Chromium for the real-browser tests (Playwright cannot download a browser here), and a CJK
-# font so the Chinese part of the corpus renders in plots and in the browser.
-browser:
+# A font with Chinese glyphs, so the Chinese edition and the Chinese part of the corpus render in plots and in
+# the browser (macOS ships one; moe_lab.setup() says so if none is found).
+WQY := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+fonts:
+	@if [ -e $(WQY) ] || [ "$$(uname)" = Darwin ]; then true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null; \
+	else echo "note: no Chinese font found (apt-get install fonts-wqy-microhei): Chinese plot text may show as boxes"; fi
+
+# Debian's Chromium for the real-browser tests (Playwright cannot download a browser here).
+browser: fonts
 	@if [ -x /usr/bin/chromium ]; then true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core fonts-wqy-microhei >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
 	else echo "note: /usr/bin/chromium is missing and apt-get needs root: the browser tests will be skipped"; fi
 
-lab: install
+lab: install fonts
 	$(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG) --ServerApp.root_dir=notebooks
 
 lint: install
@@ -67,8 +75,9 @@ nbval: install
 
 # The same tests on emulated Atlas boards: every board-dependent unit test on each tier, and every notebook on
 # the A2 board (its default dispatch is the fused path, on the reference operators). The notebooks run there in
-# their Chinese edition: the same code cells as the English ones, so the CPU pass and this one together run
-# every notebook's code on both backends and check both editions' stored outputs, within make test's time.
+# their Chinese edition: the same code as the English ones (only comments and the text of strings are translated),
+# so the CPU pass and this one together run every notebook's code on both backends and check both editions' stored
+# outputs, within make test's time.
 emulated: install
 	@for board in $(EMULATED_BOARDS); do echo "== unit tests on $$board"; \
 		MOE_LAB_BACKEND=$$board $(PY) -m pytest -q -rs tests || exit 1; done
@@ -78,7 +87,7 @@ emulated: install
 test: lint hygiene unit nbval emulated
 
 # Re-run every notebook from a fresh kernel and store its outputs (after editing a notebook).
-notebooks: install
+notebooks: install fonts
 	$(PY) tools/nbtools.py execute notebooks/*.ipynb notebooks/zh/*.ipynb
 
 bench: install
@@ -101,7 +110,7 @@ app: install
 	$(PY) -m voila notebooks/app_expert_load.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8866 $(VOILA_CULL)
 
 # The Chinese app (its notebook's kernel sets MOE_LAB_LANG=zh)
-app-zh: install
+app-zh: install fonts
 	$(PY) -m voila notebooks/zh/app_expert_load.ipynb --no-browser --Voila.ip=127.0.0.1 --port=8867 $(VOILA_CULL)
 
 # Regenerate the Hugging Face fixtures of tests/fixtures/ with transformers' own MoE blocks (tests/fixtures/README.md).

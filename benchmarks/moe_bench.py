@@ -442,7 +442,10 @@ def _spawn(cases: list[dict], cfg: dict, timeout: float, interleaved: list[list[
     become failed results (with the last line of its stderr), never an exception here.
     """
     interleaved = interleaved or []
-    env = dict(os.environ, GLOG_v="3", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # MS_DEV_HOST_BLOCKING_RUN=1 (what moe_lab.env sets): without it MindSpore's host thread busy-waits for each
+    # launched graph and, on 2 cores, takes the core the kernels need (benchmarks/host_wait.py measures it)
+    env = dict(os.environ, GLOG_v="3", MS_DEV_HOST_BLOCKING_RUN="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     payload = json.dumps({"cfg": cfg, "cases": cases, "interleaved": interleaved})
 
     def failed(error):
@@ -478,14 +481,14 @@ def machine_info() -> dict:
                     mhz = float(value)
                 elif key == "flags" and not flags:
                     flags = set(value.split())
-    except (OSError, ValueError):
-        pass
+    except (OSError, ValueError):  # no /proc/cpuinfo (macOS): platform.processor() names the CPU below
+        model, mhz, flags = None, None, set()
     # the widest float32 FMA vector unit: with the clock, what a FLOP/s figure is compared with
     simd = next((name for name in ("avx512f", "avx2", "neon", "asimd") if name in flags), None)
     return {
         "cpu": model or platform.processor() or "unknown", "cores": os.cpu_count(), "cpu_mhz": mhz, "simd": simd,
         "platform": platform.platform(), "python": platform.python_version(),
-        "mindspore": ms.__version__, "numpy": np.__version__,
+        "mindspore": ms.__version__, "numpy": np.__version__, "host_blocking_run": "1",
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

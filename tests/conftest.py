@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 
 import moe_lab  # noqa: E402
 from moe_lab.ascend.backend import current_backend  # noqa: E402
+from moe_lab.env import cjk_font  # noqa: E402
 from moe_lab.i18n import set_language  # noqa: E402
 
 moe_lab.setup(seed=0, lang="en")  # the tests read English messages, whatever MOE_LAB_LANG says
@@ -66,6 +67,23 @@ def zh():
     set_language("zh")
     yield
     set_language("en")
+
+
+def chinese_font():
+    """The rcParams ``moe_lab.setup(lang="zh")`` sets: a CJK font first (skips the test if none is installed)."""
+    import matplotlib
+
+    font = cjk_font()
+    if font is None:
+        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
+    return matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False})
+
+
+@pytest.fixture
+def zh_plots(zh):
+    """Chinese messages (the ``zh`` fixture) and the CJK font ``moe_lab.setup(lang="zh")`` gives matplotlib."""
+    with chinese_font():
+        yield
 
 
 @pytest.fixture

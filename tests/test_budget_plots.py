@@ -16,7 +16,6 @@ from moe_lab.budget.count import count_parameters  # noqa: E402
 from moe_lab.budget.hardware import load_device  # noqa: E402
 from moe_lab.budget.memory import devices_needed, serving_memory  # noqa: E402
 from moe_lab.budget.spec import load_model  # noqa: E402
-from moe_lab.env import cjk_font  # noqa: E402
 from moe_lab.textfmt import plural  # noqa: E402
 from moe_lab.viz.budget import BudgetDashboard, memory_bar_figure, params_figure  # noqa: E402
 from moe_lab.viz.widgets import WithPngFallback, figure_png  # noqa: E402
@@ -122,16 +121,6 @@ def test_params_legend_covers_no_bar():
 
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
-
-
-@pytest.fixture
-def zh_plots(zh):
-    """Chinese messages (the ``zh`` fixture) and the CJK font ``moe_lab.setup(lang="zh")`` gives matplotlib."""
-    font = cjk_font()
-    if font is None:
-        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
-    with matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False}):
-        yield
 
 
 def test_figures_and_dashboard_speak_chinese(zh_plots):

@@ -17,7 +17,6 @@ from mindspore import Tensor
 import moe_lab
 from moe_lab.budget import count_parameters, load_model
 from moe_lab.core.anatomy import cross_node_bytes, group_span
-from moe_lab.env import cjk_font
 from moe_lab.parallel import sim as ep_sim
 from moe_lab.parallel.layer import FUSED_CONSTRAINTS, ranks_reached, ring_bytes
 from moe_lab.parallel.sim import (
@@ -394,16 +393,6 @@ def test_displayed_dashboard_steps_too():
 
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
-
-
-@pytest.fixture
-def zh_plots(zh):
-    """Chinese messages (the ``zh`` fixture) and the CJK font ``moe_lab.setup(lang="zh")`` gives matplotlib."""
-    font = cjk_font()
-    if font is None:
-        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
-    with matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False}):
-        yield
 
 
 def test_figures_speak_chinese_and_keep_their_legends_off_the_bars(zh_plots):

@@ -14,12 +14,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import chinese_font
 from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from moe_lab.core.capacity_sweep import capacity_sweep  # noqa: E402
 from moe_lab.core.layer import MoELayer  # noqa: E402
-from moe_lab.env import cjk_font  # noqa: E402
 from moe_lab.i18n import set_language  # noqa: E402
 from moe_lab.viz import figures as viz  # noqa: E402
 
@@ -532,21 +532,6 @@ def test_clear_plot_leaves_an_empty_axes():
 # ----------------------------------------------------------------------------- the Chinese edition
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
-
-
-def chinese_font():
-    """The rcParams ``moe_lab.setup(lang="zh")`` sets: a CJK font first (skips the test if none is installed)."""
-    font = cjk_font()
-    if font is None:
-        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
-    return matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False})
-
-
-@pytest.fixture
-def zh_plots(zh):
-    """Chinese messages (the ``zh`` fixture) and the CJK font ``moe_lab.setup(lang="zh")`` gives matplotlib."""
-    with chinese_font():
-        yield
 
 
 def texts_of(ax) -> dict[str, str]:

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import chinese_font
 from PIL import Image  # noqa: E402
 
 from moe_lab import balance  # noqa: E402
@@ -24,7 +25,6 @@ from moe_lab.core import reference  # noqa: E402
 from moe_lab.core.capacity import expert_capacity, keep_mask  # noqa: E402
 from moe_lab.core.layer import MoELayer  # noqa: E402
 from moe_lab.core.reference import keep_numpy  # noqa: E402
-from moe_lab.env import cjk_font  # noqa: E402
 from moe_lab.exercises import nb05  # noqa: E402
 from moe_lab.i18n import set_language  # noqa: E402
 from moe_lab.lm import routes  # noqa: E402
@@ -607,21 +607,6 @@ def test_model_dashboard_before_a_text_was_routed_has_no_your_text(tiny_lm, corp
 # ----------------------------------------------------------------------------- the Chinese edition
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
-
-
-def chinese_font():
-    """The rcParams ``moe_lab.setup(lang="zh")`` sets: a CJK font first (skips the test if none is installed)."""
-    font = cjk_font()
-    if font is None:
-        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
-    return matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False})
-
-
-@pytest.fixture
-def zh_plots(zh):
-    """Chinese messages (the ``zh`` fixture) and the CJK font ``moe_lab.setup(lang="zh")`` gives matplotlib."""
-    with chinese_font():
-        yield
 
 
 def test_the_load_title_counts_the_balancing_steps(dash):
