@@ -82,7 +82,7 @@ def setup(seed: int = 0, device: str | None = None, lang: str | None = None) -> 
         if font is None:
             print("moe_lab: no font with Chinese characters found, so Chinese text in plots shows as boxes; install "
                   "one (Debian/Ubuntu: sudo apt-get install fonts-wqy-microhei) and restart the kernel")
-        else:  # Chinese glyphs from the CJK font, Latin ones from DejaVu Sans as everywhere else in the course
+        else:  # the CJK font first: it draws Latin letters and digits too; DejaVu Sans for what it lacks
             matplotlib.rcParams["font.sans-serif"] = [font, "DejaVu Sans"]
             matplotlib.rcParams["axes.unicode_minus"] = False
     return {"mindspore": ms.__version__, "numpy": np.__version__, "device": device, "backend": backend.name,
