@@ -12,25 +12,33 @@ Losses (MindSpore, differentiable inside a jitted train step):
 * ``switch_loss``: ``E * sum_i f_i * P_i`` (Switch Transformer, Fedus et al. 2021, arXiv 2101.03961,
   eq. 4; the same product of "fraction dispatched" and "mean gate" as GShard's ``l_aux``, Lepikhin
   et al. 2020, arXiv 2006.16668, algorithm 1). With f normalised over the ``N*K`` slots it is exactly
-  1.0 under perfect balance (uniform ``f`` and ``P``) for any top-k, and at most ``E`` when one expert
-  takes everything. Scale it by a small coefficient (Switch: 0.01).
+  1.0 under perfect balance (uniform ``f`` and ``P``) for any top-k. Its largest value is ``E / K``:
+  top-k picks ``K`` different experts per token, so no expert holds more than ``1/K`` of the slots
+  (``f_i <= 1/K``) and ``sum_i f_i P_i <= (1/K) sum_i P_i = 1/K``; top-1 reaches ``E`` when one expert
+  takes every token with probability 1. Scale it by a small coefficient (Switch: 0.01).
 * ``z_loss``: ``mean_tokens(logsumexp(router_logits)^2)`` (ST-MoE, Zoph et al. 2022, arXiv 2202.08906,
   eq. 5): keeps router logits small for numerical stability; coefficient 0.001 in ST-MoE.
-* ``group_loss``: the same product over groups of experts, ``G * sum_g F_g * P_g`` with
-  ``F_g = sum_{i in g} f_i`` and ``P_g = sum_{i in g} P_i``: it balances the load of *groups* (the
-  experts of one device, i.e. one expert-parallel group) while leaving the router free to favour
-  experts inside a group. Equal to 1.0 when the groups are balanced; ``G = E`` gives ``switch_loss``.
-  This is the idea of the EP-group load-balancing loss of Pangu Ultra MoE (arXiv 2505.04519; the
-  openPangu-Ultra-MoE-718B README: "基于EP-Group的负载均衡策略", a balance loss at the granularity of
-  the expert-parallel group that improves routing flexibility and expert specialisation). We could not
-  read the report's exact formula in the stored copies available to us; the form used here is the
-  device-level balance loss of DeepSeek-V2 (arXiv 2405.04434, section 2.2.3), normalised like
-  ``switch_loss``.
+* ``group_loss``: DeepSeekMoE's *device-level* balance loss (Dai et al. 2024, arXiv 2401.06066,
+  section 3.3, eqs. 15-17; also DeepSeek-V2, arXiv 2405.04434, section 2.2.3): experts are split into
+  ``G`` groups, one per device, and the loss balances the groups, leaving the router free to favour
+  experts inside a group. The paper's ``sum_g f'_g P'_g`` with ``f'_g`` the *mean* of its normalised
+  ``f_j = E * fraction_j`` and ``P'_g`` the *sum* of its ``P_j`` equals ``G * sum_g F_g * P_g`` with
+  ``F_g``, ``P_g`` the sums of the fractions and probabilities over the group (the form computed here):
+  1.0 when the groups are balanced, ``G`` when one group takes everything; ``G = E`` gives ``switch_loss``.
+* ``scoped_switch_loss``: the Switch loss with ``f`` and ``P`` counted over *segments* of the tokens
+  (e.g. each sequence) and averaged. The scope is the set of tokens that must be balanced: a small one
+  (one sequence: DeepSeek-V3's complementary sequence-wise loss, arXiv 2412.19437 section 2.1.2)
+  forbids a sequence from sending all its tokens to "its" expert; a large one (the whole batch, or
+  more) only asks that the experts be equally busy overall, which leaves room to specialise by domain
+  (Qiu et al. 2025, arXiv 2501.11873, measure this with a global-batch loss). Pangu Ultra MoE (arXiv 2505.04519) reports
+  an "EP-group" load-balancing loss that improves expert specialisation; its formula is not given in the
+  openPangu model card, and the descriptions available compare micro-batch, EP-group and DP-group levels,
+  i.e. scopes of the statistics. This function shows the scope idea; it is not Pangu's formula.
 
 Auxiliary-loss-free balancing (DeepSeek-V3, arXiv 2412.19437, section 2.1.2): a per-expert bias
 ``b_i`` is added to the scores used to *select* the top-k experts (never to the combine weights);
 after each step ``b_i`` moves by ``u`` towards balance: ``b_i += u * sign(mean_load - load_i)``
-(``bias_update``). DeepSeek-V3 used ``u = 0.001``. The bias is ``TopKRouter.selection_bias``.
+(``bias_update``). DeepSeek-V3 used ``u = 0.001``. The bias is ``Router.selection_bias``.
 
 Metrics (NumPy, for plots and tables): tokens per expert, max/mean, coefficient of variation,
 drop rate at a given capacity, routing entropy.
@@ -71,13 +79,33 @@ def mean_probs(probs: Tensor) -> Tensor:
 
 
 def switch_loss(probs: Tensor, indices: Tensor) -> Tensor:
-    """Switch/GShard auxiliary loss ``E * sum_i f_i * P_i`` (1.0 at perfect balance). Notebook 04."""
+    """Switch/GShard auxiliary loss ``E * sum_i f_i * P_i`` (1.0 at perfect balance, at most ``E/K``).
+    Notebook 04."""
     num_experts = probs.shape[-1]
     return num_experts * (expert_fraction(indices, num_experts) * mean_probs(probs)).sum()
 
 
+def scoped_switch_loss(probs: Tensor, indices: Tensor, num_segments: int) -> Tensor:
+    """The Switch loss computed inside each of ``num_segments`` equal, contiguous segments of the tokens
+    and averaged: the scope of the balance is one segment. Notebook 04.
+
+    ``probs [N, E]`` and ``indices [N, K]`` in token order (for a batch ``[B, T]`` flattened row by row,
+    ``num_segments=B`` makes every sequence a segment); ``num_segments=1`` is ``switch_loss``.
+    """
+    n, num_experts = probs.shape[0], probs.shape[-1]
+    num_segments = check_int("num_segments", num_segments, minimum=1)
+    if n % num_segments:
+        raise ValueError(f"num_segments must divide the {n} tokens, got num_segments={num_segments}")
+    flat = indices.reshape(num_segments, -1).astype(ms.int32)
+    one_hot = ops.one_hot(flat, num_experts, Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
+    f = ops.stop_gradient(one_hot.mean(1))                                      # [segments, E]
+    p = probs.reshape(num_segments, n // num_segments, num_experts).mean(1)      # [segments, E]
+    return num_experts * (f * p).sum(-1).mean()
+
+
 def group_loss(probs: Tensor, indices: Tensor, num_groups: int) -> Tensor:
-    """Balance loss over ``num_groups`` contiguous groups of experts: ``G * sum_g F_g * P_g``. Notebook 04.
+    """DeepSeekMoE's device-level balance loss over ``num_groups`` contiguous groups of experts,
+    ``G * sum_g F_g * P_g`` (module docstring). Notebook 04.
 
     Experts ``[g*E/G, (g+1)*E/G)`` form group ``g`` (the experts one device holds under expert parallelism).
     """
@@ -177,6 +205,17 @@ def switch_loss_numpy(probs, indices) -> float:
     e = p.shape[1]
     f = tokens_per_expert(indices, e) / np.asarray(indices).size
     return float(e * (f * p.mean(0)).sum())
+
+
+def scoped_switch_loss_numpy(probs, indices, num_segments: int) -> float:
+    """NumPy twin of ``scoped_switch_loss`` (float64)."""
+    num_segments = check_int("num_segments", num_segments, minimum=1)
+    p = np.asarray(probs, dtype=np.float64).reshape(-1, np.shape(probs)[-1])
+    idx = np.asarray(indices).reshape(p.shape[0], -1)
+    if p.shape[0] % num_segments:
+        raise ValueError(f"num_segments must divide the {p.shape[0]} tokens, got num_segments={num_segments}")
+    return float(np.mean([switch_loss_numpy(ps, ix) for ps, ix in
+                          zip(np.split(p, num_segments), np.split(idx, num_segments), strict=True)]))
 
 
 def group_loss_numpy(probs, indices, num_groups: int) -> float:

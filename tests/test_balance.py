@@ -1,4 +1,4 @@
-"""moe_lab.balance: auxiliary losses, bias balancing and load metrics (notebook 03)."""
+"""moe_lab.balance: auxiliary losses, bias balancing and load metrics (notebook 04)."""
 
 import math
 
@@ -43,6 +43,64 @@ def test_switch_loss_grows_with_skew_up_to_num_experts():
     assert values[0] == pytest.approx(1.0, abs=1e-5)
     assert all(b > a for a, b in zip(values, values[1:], strict=False))
     assert values[-1] == pytest.approx(e, abs=1e-5)  # one expert takes every token with probability 1
+
+
+@pytest.mark.parametrize("e,k", [(4, 1), (8, 2), (8, 3), (6, 6)])
+def test_switch_loss_is_at_most_num_experts_over_top_k(e, k):
+    """f_i <= 1/K (K different experts per token), so the loss is at most E/K; K experts taking every slot
+    with all the probability reach it."""
+    n = 12
+    indices = np.tile(np.arange(k), (n, 1)).astype(np.int32)  # every token picks experts 0..K-1
+    probs = np.zeros((n, e), np.float32)
+    probs[:, :k] = 1.0 / k
+    assert float(B.switch_loss(t(probs), t(indices, np.int32)).asnumpy()) == pytest.approx(e / k, rel=1e-6)
+    rng = np.random.default_rng(e * 10 + k)
+    for _ in range(50):  # random routings never exceed it
+        logits = rng.normal(size=(n, e)) * rng.uniform(0.1, 10)
+        p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        ix = np.argsort(-p, -1)[:, :k]
+        assert B.switch_loss_numpy(p, ix) <= e / k + 1e-9
+
+
+def test_scoped_switch_loss():
+    e, seq, length = 4, 4, 8
+    # every token of sequence s goes to expert s with probability 0.7 (0.1 elsewhere)
+    idx = np.repeat(np.arange(seq), length).astype(np.int32)[:, None]
+    p = np.full((seq * length, e), 0.1, np.float32)
+    p[np.arange(seq * length), idx[:, 0]] = 0.7
+    per_sequence = float(B.scoped_switch_loss(t(p), t(idx, np.int32), seq).asnumpy())
+    whole = float(B.scoped_switch_loss(t(p), t(idx, np.int32), 1).asnumpy())
+    assert per_sequence == pytest.approx(e * 0.7, rel=1e-6)  # each sequence alone: f = 1 on one expert
+    assert whole == pytest.approx(1.0, rel=1e-6)  # the batch is balanced
+    assert whole == pytest.approx(float(B.switch_loss(t(p), t(idx, np.int32)).asnumpy()), rel=1e-6)
+    assert B.scoped_switch_loss_numpy(p, idx, seq) == pytest.approx(per_sequence, rel=1e-6)
+    # by hand on random top-2 routing: the mean over segments of each segment's Switch loss
+    rng = np.random.default_rng(3)
+    pr = rng.dirichlet(np.ones(6), size=24).astype(np.float32)
+    ix = np.argsort(-pr, -1)[:, :2].astype(np.int32)
+    by_hand = np.mean([B.switch_loss_numpy(pr[i:i + 8], ix[i:i + 8]) for i in (0, 8, 16)])
+    assert float(B.scoped_switch_loss(t(pr), t(ix, np.int32), 3).asnumpy()) == pytest.approx(by_hand, rel=1e-5)
+    # the gradient reaches the probabilities
+    g = ms.grad(lambda q: B.scoped_switch_loss(q, t(ix, np.int32), 3))(t(pr))
+    assert np.abs(g.asnumpy()).sum() > 0
+    with pytest.raises(ValueError, match="num_segments must divide the 24 tokens, got num_segments=5"):
+        B.scoped_switch_loss(t(pr), t(ix, np.int32), 5)
+    with pytest.raises(ValueError, match="num_segments must be >= 1"):
+        B.scoped_switch_loss_numpy(pr, ix, 0)
+
+
+def test_group_loss_is_deepseekmoe_device_level_loss():
+    """DeepSeekMoE eqs. 13-17 written out (f_j = E/(K T) * count_j, f'_g = mean of f_j over the group,
+    P'_g = sum of P_j) equal G * sum_g F_g * P_g."""
+    rng = np.random.default_rng(7)
+    e, k, n = 8, 2, 40
+    for groups in (2, 4):
+        p = rng.dirichlet(np.ones(e) * 0.5, size=n)
+        ix = np.argsort(-p, -1)[:, :k]
+        f = e / (k * n) * np.bincount(ix.ravel(), minlength=e)
+        members = np.arange(e).reshape(groups, -1)
+        deepseek = sum(f[m].mean() * p.mean(0)[m].sum() for m in members)
+        assert B.group_loss_numpy(p, ix, groups) == pytest.approx(deepseek, rel=1e-12)
 
 
 def test_switch_loss_matches_numpy_twin_on_random_routing():
