@@ -51,7 +51,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import mindspore as ms
@@ -373,15 +373,6 @@ def current_backend() -> Backend:
     if _DEVICE == "CPU" and backend.device != "CPU":
         return Backend(name="cpu", device="CPU", reason=_("moe_lab.setup(device='CPU') was called"))
     return backend
-
-
-def with_fused_dtype(backend: Backend, dtype: str) -> Backend:
-    """The same backend with its fused path computing in ``dtype`` (one the tier allows)."""
-    allowed = TIERS[backend.tier]["dtypes"]
-    if dtype not in allowed:
-        raise ValueError(f"dtype must be one of {', '.join(map(repr, allowed)) or '(none: no fused path)'} on "
-                         f"{TIERS[backend.tier]['boards']}; got {dtype!r}")
-    return replace(backend, fused_dtype=dtype)
 
 
 def require_fused(backend: Backend | None = None) -> Backend:

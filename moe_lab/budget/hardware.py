@@ -74,8 +74,3 @@ def load_device(name: str) -> Device:
     return Device(name=name, label=d.get("label", name), memory_gb=memory[0],
                   bandwidth_gbps=figure_range(d.get("bandwidth_gbps")), tflops=tflops,
                   tflops_kind=kind if tflops else "none", devices_per_node=int(per_node[0]) if per_node else None)
-
-
-def hardware_sources() -> dict:
-    """The ``sources`` table of ``hardware.json`` (key -> where the figure comes from)."""
-    return _raw()["sources"]

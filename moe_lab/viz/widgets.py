@@ -57,15 +57,6 @@ def rgba_png(rgba, compress_level: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def show_png(fig, dpi: float | None = None) -> None:
-    """Show ``fig`` once as a PNG, inside the current Output widget; outside IPython just close it.
-
-    Same result as ``plt.show()`` with the inline backend, minus its ``bbox_inches="tight"`` pass
-    (a second layout of every text): the figure has a fixed layout, and the redraw is faster.
-    """
-    show_png_bytes(figure_png(fig, dpi))  # closes the figure: the inline backend will not show it again
-
-
 def show_png_bytes(png: bytes) -> None:
     """Display PNG bytes once (inside the current Output widget); outside IPython do nothing."""
     if get_ipython() is not None:
