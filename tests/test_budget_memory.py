@@ -1,4 +1,5 @@
-"""moe_lab.budget.memory and data/hardware.json: weights, KV cache, layouts, training state, devices, roofline."""
+"""moe_lab.budget.memory, .training and .decode, and data/hardware.json: weights, KV cache, layouts, training state,
+devices, roofline."""
 
 import json
 import math
@@ -6,19 +7,18 @@ import math
 import pytest
 
 from moe_lab.budget.count import count_parameters, matrix_params
-from moe_lab.budget.hardware import HARDWARE_JSON, Device, device_names, figure_range, load_device
-from moe_lab.budget.memory import (
-    GB,
-    Layout,
-    activation_bytes_per_layer,
-    attention_activation_bytes,
+from moe_lab.budget.decode import (
     attention_flops_per_cached_token,
-    check_batch_fits,
     decode_bytes_per_step,
     decode_flops_per_token,
     decode_roofline,
-    devices_needed,
     expected_distinct_experts,
+)
+from moe_lab.budget.hardware import HARDWARE_JSON, Device, device_names, figure_range, load_device
+from moe_lab.budget.memory import (
+    GB,
+    check_batch_fits,
+    devices_needed,
     kv_bytes_per_token,
     kv_cache_bytes,
     kv_cached_tokens,
@@ -26,17 +26,22 @@ from moe_lab.budget.memory import (
     layout_bytes_per_device,
     layout_max_batch,
     max_batch,
-    min_devices_to_train,
     nodes_needed,
     quantization_scales,
     serving_memory,
     step_tokens,
-    training_memory,
     weight_bytes,
     weight_bytes_by_component,
     workspace_bytes,
 )
 from moe_lab.budget.spec import load_model
+from moe_lab.budget.training import (
+    Layout,
+    activation_bytes_per_layer,
+    attention_activation_bytes,
+    min_devices_to_train,
+    training_memory,
+)
 
 PANGU = "openpangu-ultra-moe-718b"
 

@@ -1,5 +1,5 @@
 """Parameter and memory budgets of real MoE models from their config.json (notebook 07): specs, counts,
-memory, hardware, a MindSpore cross-check and ``python -m moe_lab budget``.
+memory (serving, training, decode), hardware, a MindSpore cross-check and ``python -m moe_lab budget``.
 
 The names notebooks use are importable from here: ``from moe_lab.budget import load_model, count_parameters``.
 """

@@ -18,22 +18,22 @@ import json
 import sys
 
 from moe_lab.budget.count import count_parameters
+from moe_lab.budget.decode import decode_roofline
 from moe_lab.budget.hardware import device_names, load_device
 from moe_lab.budget.memory import (
     DTYPES,
     GB,
     KV_DTYPES,
     check_batch_fits,
-    decode_roofline,
     devices_needed,
     kv_growth,
     max_batch,
-    min_devices_to_train,
     nodes_needed,
     serving_memory,
 )
 from moe_lab.budget.spec import load_config, load_model, load_published, model_ids
 from moe_lab.budget.text import kv_growth_text, span
+from moe_lab.budget.training import min_devices_to_train
 from moe_lab.textfmt import plural
 
 DEFAULT_MODEL = "openpangu-ultra-moe-718b"
