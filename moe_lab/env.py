@@ -5,6 +5,7 @@ Introduced in notebook 01 (first code cell). Importing ``moe_lab`` imports this 
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -49,16 +50,39 @@ def repo_path(*parts: str) -> Path:
     return path
 
 
-# Fonts with Chinese glyphs, most common first (Debian/Ubuntu's fonts-wqy-microhei, which `make test` installs;
-# Noto/Source Han; Windows and macOS system fonts)
-CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Microsoft YaHei",
-             "SimHei", "PingFang SC", "Heiti SC")
+# Fonts with Chinese glyphs, most common first: Debian/Ubuntu's WenQuanYi (`make fonts` installs Micro Hei),
+# Noto/Source Han, Android's fallback, then Windows and macOS system fonts
+CJK_FONTS = ("WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
+             "Droid Sans Fallback", "Microsoft YaHei", "SimHei", "PingFang SC", "Heiti SC", "Hiragino Sans GB",
+             "Arial Unicode MS")
+# their file names, to find one installed after matplotlib built its font cache
+CJK_FILES = ("wqy", "notosanscjk", "notosanssc", "sourcehansans", "droidsansfallback", "msyh", "simhei", "pingfang",
+             "hiragino", "arialuni")
+
+
+@functools.cache
+def cjk_fonts() -> tuple[str, ...]:
+    """The installed fonts of ``CJK_FONTS``, in that order.
+
+    matplotlib only knows the fonts present when it built its cache; if it knows none of them, the system font
+    folders are searched once and the CJK fonts found there are registered."""
+    def known():
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        return tuple(name for name in CJK_FONTS if name in installed)
+
+    if not known():
+        for path in font_manager.findSystemFonts():
+            if any(key in Path(path).name.lower().replace("-", "").replace("_", "") for key in CJK_FILES):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):  # an unreadable font file: skip it
+                    continue
+    return known()
 
 
 def cjk_font() -> str | None:
-    """The first installed font of ``CJK_FONTS`` (matplotlib's font list), or None."""
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    return next((name for name in CJK_FONTS if name in installed), None)
+    """The first installed font of ``CJK_FONTS`` (see ``cjk_fonts``), or None."""
+    return next(iter(cjk_fonts()), None)
 
 
 def setup(seed: int = 0, device: str | None = None, lang: str | None = None) -> dict:

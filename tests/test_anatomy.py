@@ -26,7 +26,6 @@ from moe_lab.core.anatomy import (  # noqa: E402
     train_block,
 )
 from moe_lab.core.layer import MoELayer  # noqa: E402
-from moe_lab.env import cjk_font  # noqa: E402
 from moe_lab.viz.anatomy import plot_block_routing, plot_training  # noqa: E402
 
 
@@ -162,21 +161,17 @@ def test_block_routing_legend_sits_under_the_x_label():
 HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
-def test_figures_speak_chinese(zh):
-    font = cjk_font()
-    if font is None:
-        pytest.skip("no font with Chinese glyphs is installed (Debian: apt-get install fonts-wqy-microhei)")
-    with matplotlib.rc_context({"font.sans-serif": [font, "DejaVu Sans"], "axes.unicode_minus": False}):
-        for shared, groups in ((True, 4), (False, 1)):
-            fig = plot_block_routing(np.array([[0, 9], [3, 30], [17, 18]]), 32, groups, shared=shared)
-            ax = fig.axes[0]
-            texts = [ax.get_title(), ax.get_xlabel(), *(t.get_text() for t in ax.get_legend().get_texts())]
-            assert all(HAN.search(t) for t in texts), texts
-            assert "31" in ax.get_xlabel() and ("4" in ax.get_xlabel()) == (groups == 4)
-            assert not legend_covers_the_x_label(fig)
-            plt.close(fig)
-        fig = plot_training({"a": np.linspace(1, 0, 50)}, window=10)
+def test_figures_speak_chinese(zh_plots):
+    for shared, groups in ((True, 4), (False, 1)):
+        fig = plot_block_routing(np.array([[0, 9], [3, 30], [17, 18]]), 32, groups, shared=shared)
         ax = fig.axes[0]
-        assert all(HAN.search(t) for t in (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()))
-        assert "10" in ax.get_title()
+        texts = [ax.get_title(), ax.get_xlabel(), *(t.get_text() for t in ax.get_legend().get_texts())]
+        assert all(HAN.search(t) for t in texts), texts
+        assert "31" in ax.get_xlabel() and ("4" in ax.get_xlabel()) == (groups == 4)
+        assert not legend_covers_the_x_label(fig)
         plt.close(fig)
+    fig = plot_training({"a": np.linspace(1, 0, 50)}, window=10)
+    ax = fig.axes[0]
+    assert all(HAN.search(t) for t in (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()))
+    assert "10" in ax.get_title()
+    plt.close(fig)

@@ -22,6 +22,7 @@ from moe_lab.core.capacity_sweep import capacity_sweep  # noqa: E402
 from moe_lab.core.layer import MoELayer  # noqa: E402
 from moe_lab.i18n import set_language  # noqa: E402
 from moe_lab.viz import figures as viz  # noqa: E402
+from moe_lab.viz import lm_routes  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +170,7 @@ def test_confidence_histogram_bad_top_k():
 
 def test_layer_load_shares_and_highlight():
     loads = np.array([[10, 30], [20, 20], [0, 0]])
-    fig = viz.plot_layer_load(loads, layer_names=["a", "b", "c"], highlight=1)
+    fig = lm_routes.plot_layer_load(loads, layer_names=["a", "b", "c"], highlight=1)
     ax = fig.axes[0]
     np.testing.assert_allclose(bar_heights(ax, "expert 0"), [0.25, 0.5, 0.0])
     np.testing.assert_allclose(bar_heights(ax, "expert 1"), [0.75, 0.5, 0.0])
@@ -186,7 +187,7 @@ def test_layer_load_shares_and_highlight():
 ])
 def test_layer_load_bad_input(kwargs, error, words):
     with pytest.raises(error) as info:
-        viz.plot_layer_load(**kwargs)
+        lm_routes.plot_layer_load(**kwargs)
     assert words in str(info.value)
 
 
@@ -194,16 +195,16 @@ def test_layer_load_bad_input(kwargs, error, words):
 
 def test_char_experts_majority_of_the_bytes():
     text = "a天b地"  # 天 and 地 are 3 UTF-8 bytes each
-    np.testing.assert_array_equal(viz.char_experts(text, [0, 1, 2, 2, 3, 1, 0, 3]), [0, 2, 3, 1])
+    np.testing.assert_array_equal(lm_routes.char_experts(text, [0, 1, 2, 2, 3, 1, 0, 3]), [0, 2, 3, 1])
     # no majority: the earliest byte decides
-    np.testing.assert_array_equal(viz.char_experts("天", [2, 0, 1]), [2])
+    np.testing.assert_array_equal(lm_routes.char_experts("天", [2, 0, 1]), [2])
 
 
 def test_char_experts_bad_input():
     with pytest.raises(ValueError, match=r"one entry per UTF-8 byte of text \(4\), got shape \(2,\)"):
-        viz.char_experts("a天", [0, 1])
+        lm_routes.char_experts("a天", [0, 1])
     with pytest.raises(TypeError, match="text must be a str"):
-        viz.char_experts(b"ab", [0, 1])
+        lm_routes.char_experts(b"ab", [0, 1])
 
 
 def tiles(ax):
@@ -213,7 +214,7 @@ def tiles(ax):
 def test_text_experts_tiles_colours_and_layout():
     text = "ab\ncd e"
     experts = np.array([0, 1, 2, 3, -1, 1, 0])
-    fig = viz.plot_text_experts(text, experts, 4, width=10)
+    fig = lm_routes.plot_text_experts(text, experts, 4, width=10)
     ax = fig.axes[0]
     patches = tiles(ax)
     assert len(patches) == len(text)
@@ -229,7 +230,7 @@ def test_text_experts_tiles_colours_and_layout():
 
 
 def test_text_experts_highlight_and_truncation():
-    ax = viz.plot_text_experts("abcdefgh", [0, 1] * 4, 2, highlight=1, width=3, max_lines=2).axes[0]
+    ax = lm_routes.plot_text_experts("abcdefgh", [0, 1] * 4, 2, highlight=1, width=3, max_lines=2).axes[0]
     patches = tiles(ax)
     assert len(patches) == 6  # 2 lines of 3
     assert [p.get_alpha() for p in patches[:2]] == [0.12, 0.85]
@@ -237,10 +238,10 @@ def test_text_experts_highlight_and_truncation():
 
 
 def test_text_experts_undrawable_characters_get_a_placeholder():
-    ax = viz.plot_text_experts("x天", [0, 1], 2).axes[0]
+    ax = lm_routes.plot_text_experts("x天", [0, 1], 2).axes[0]
     drawn = ax.texts[1].get_text()
     # with a CJK font the character itself is drawn; without one, a placeholder (never an empty box)
-    assert drawn == ("天" if "天" in viz._drawable({"天"}, viz.text_families()) else "□")
+    assert drawn == ("天" if "天" in lm_routes._drawable({"天"}, lm_routes.text_families()) else "□")
 
 
 @pytest.mark.parametrize("args, kwargs, error, words", [
@@ -252,7 +253,7 @@ def test_text_experts_undrawable_characters_get_a_placeholder():
 ])
 def test_text_experts_bad_input(args, kwargs, error, words):
     with pytest.raises(error) as info:
-        viz.plot_text_experts(*args, **kwargs)
+        lm_routes.plot_text_experts(*args, **kwargs)
     assert words in str(info.value)
 
 
@@ -260,7 +261,7 @@ def test_text_experts_bad_input(args, kwargs, error, words):
 
 def test_domain_expert_heatmap_row_shares_and_labels():
     counts = np.array([[30, 10], [0, 40], [0, 0]])
-    fig = viz.plot_domain_expert_heatmap(counts, ["english", "chinese", "empty"], highlight=1)
+    fig = lm_routes.plot_domain_expert_heatmap(counts, ["english", "chinese", "empty"], highlight=1)
     ax = fig.axes[0]
     np.testing.assert_allclose(ax.images[0].get_array(), [[0.75, 0.25], [0.0, 1.0], [0.0, 0.0]])
     assert [t.get_text() for t in ax.texts] == ["75%", "25%", "0%", "100%", "0%", "0%"]
@@ -276,7 +277,7 @@ def test_domain_expert_heatmap_row_shares_and_labels():
 ])
 def test_domain_expert_heatmap_bad_input(args, words):
     with pytest.raises(ValueError) as info:
-        viz.plot_domain_expert_heatmap(*args)
+        lm_routes.plot_domain_expert_heatmap(*args)
     assert words in str(info.value)
 
 
@@ -310,18 +311,18 @@ def test_expert_colors_are_distinct():
 
 
 def test_text_experts_fixed_frame_keeps_the_tile_size():
-    ax = viz.plot_text_experts("ab", [0, 1], 2, width=20, max_lines=5, fixed_frame=True).axes[0]
+    ax = lm_routes.plot_text_experts("ab", [0, 1], 2, width=20, max_lines=5, fixed_frame=True).axes[0]
     assert ax.get_ylim() == (-5, 0) and ax.get_xlim()[1] == pytest.approx(20.8)
 
 
 def test_text_grid_lines():
-    cells, lines, cut = viz.text_grid("ab\ncd", width=10, max_lines=4)
+    cells, lines, cut = lm_routes.text_grid("ab\ncd", width=10, max_lines=4)
     assert [c[:2] for c in cells] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)] and lines == 2 and not cut
-    assert viz.text_grid("", 5, 3) == ([], 1, False)
-    cells, lines, cut = viz.text_grid("x" * 12, width=5, max_lines=2)
+    assert lm_routes.text_grid("", 5, 3) == ([], 1, False)
+    cells, lines, cut = lm_routes.text_grid("x" * 12, width=5, max_lines=2)
     assert len(cells) == 10 and lines == 2 and cut
     with pytest.raises(ValueError, match="width must be >= 1"):
-        viz.text_grid("a", 0, 1)
+        lm_routes.text_grid("a", 0, 1)
 
 
 def glyph_heights(fig, ax):
@@ -334,12 +335,12 @@ def test_text_experts_fill_their_tiles_and_have_no_empty_band():
     """The characters were ~7 px over a band of empty lines: now the font follows the tile and a
     figure made here has the text's lines only."""
     text = "one line\nand a second"
-    fig = viz.plot_text_experts(text, np.zeros(len(text), int), 2, width=20, max_lines=8)
+    fig = lm_routes.plot_text_experts(text, np.zeros(len(text), int), 2, width=20, max_lines=8)
     ax = fig.axes[0]
     assert ax.get_ylim() == (-2, 0)  # 2 lines of text, 2 lines of grid
     tile_px = ax.get_window_extent().height / 2
     assert min(glyph_heights(fig, ax)) >= 0.5 * tile_px
-    assert fig.dpi * viz.TILE_INCHES[1] == pytest.approx(tile_px, rel=0.02)
+    assert fig.dpi * lm_routes.TILE_INCHES[1] == pytest.approx(tile_px, rel=0.02)
     legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
     tiles = [p.get_window_extent() for p in ax.patches]
     assert legend.x0 >= max(t.x1 for t in tiles)  # right of the grid, over no tile
@@ -347,7 +348,7 @@ def test_text_experts_fill_their_tiles_and_have_no_empty_band():
 
 def test_text_samples_stack_grids_of_equal_tiles():
     samples = {"short": ("ab", [0, 1]), "three lines": ("a\nb\nc", [0, 1, 1, 0, 0]), "long": ("x" * 50, [1] * 50)}
-    fig = viz.plot_text_samples(samples, 2, width=20, max_lines=4)
+    fig = lm_routes.plot_text_samples(samples, 2, width=20, max_lines=4)
     assert [ax.get_title(loc="left") for ax in fig.axes] == list(samples)
     assert [ax.get_ylim()[0] for ax in fig.axes] == [-1, -3, -3]
     heights = [ax.get_window_extent().height / -ax.get_ylim()[0] for ax in fig.axes]
@@ -355,9 +356,9 @@ def test_text_samples_stack_grids_of_equal_tiles():
     boxes = [ax.get_window_extent() for ax in fig.axes]
     assert all(a.y0 > b.y1 for a, b in zip(boxes[:-1], boxes[1:], strict=True)), "grids overlap"
     with pytest.raises(ValueError, match="samples must be a non-empty dict"):
-        viz.plot_text_samples({}, 2)
+        lm_routes.plot_text_samples({}, 2)
     with pytest.raises(TypeError, match=r"samples\['a'\] must be a \(text, experts\) pair"):
-        viz.plot_text_samples({"a": "text"}, 2)
+        lm_routes.plot_text_samples({"a": "text"}, 2)
 
 
 # ----------------------------------------------------------------------------- legends never cover data
@@ -392,14 +393,14 @@ def all_legend_figures():
     yield "confidence", viz.plot_confidence_histogram(probs, top_k=2)
     yield "confidence, near 1", viz.plot_confidence_histogram(np.eye(8)[rng.integers(0, 8, 300)] * 0.98 + 0.0025,
                                                               top_k=2)
-    yield "layer load", viz.plot_layer_load(np.array([[90, 5, 3, 2], [1, 1, 1, 97]]))
+    yield "layer load", lm_routes.plot_layer_load(np.array([[90, 5, 3, 2], [1, 1, 1, 97]]))
     yield "history", viz.plot_load_history(history)
-    yield "text", viz.plot_text_experts("abc\nde", [0, 1, 2, 3, 0, 1], 4)
+    yield "text", lm_routes.plot_text_experts("abc\nde", [0, 1, 2, 3, 0, 1], 4)
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.6))
     axes = axes.ravel()
     viz.plot_expert_load([120, 40, 10, 30], capacity=60, ax=axes[0])
     viz.plot_confidence_histogram(probs, 2, ax=axes[1])
-    viz.plot_layer_load(np.array([[90, 5, 3, 2]]), ax=axes[2])
+    lm_routes.plot_layer_load(np.array([[90, 5, 3, 2]]), ax=axes[2])
     viz.plot_load_history(history, ax=axes[3])
     fig.subplots_adjust(hspace=0.8, bottom=0.15)
     yield "four panels", fig
@@ -566,9 +567,9 @@ def chinese_figures():
     yield "expert load, dropless", viz.plot_expert_load([50, 10, 80, 20]), 1
     yield "heatmap", viz.plot_routing_heatmap(probs, indices, np.ones(indices.shape, bool)), 1  # + colour bar
     yield "confidence", viz.plot_confidence_histogram(probs, top_k=2), 1
-    yield "layer load", viz.plot_layer_load(np.array([[10, 30], [20, 20]])), 1
-    yield "text", viz.plot_text_experts("天地 ab", [0, 1, -1, 1, 0], 2), 0  # the tiles' characters are the text
-    yield "domains", viz.plot_domain_expert_heatmap([[30, 10], [0, 40]], ["英文", "中文"]), 1
+    yield "layer load", lm_routes.plot_layer_load(np.array([[10, 30], [20, 20]])), 1
+    yield "text", lm_routes.plot_text_experts("天地 ab", [0, 1, -1, 1, 0], 2), 0  # the tiles' characters are the text
+    yield "domains", lm_routes.plot_domain_expert_heatmap([[30, 10], [0, 40]], ["英文", "中文"]), 1
     yield "history", viz.plot_load_history([[30, 10], [25, 15], [20, 20]]), 1
     layer = MoELayer(8, 16, 4, 2, seed=0)
     x = ms.Tensor(np.random.default_rng(1).normal(size=(32, 8)).astype(np.float32))
@@ -601,7 +602,7 @@ def test_chinese_legends_cover_no_data_or_labels(zh_plots):
 
 def test_chinese_text_grid_keeps_its_legend_beside_the_tiles(zh_plots):
     text = "床前明月光，\nmixed 天地 12+7=19"
-    fig = viz.plot_text_experts(text, np.arange(len(text)) % 5 - 1, 5, width=20)
+    fig = lm_routes.plot_text_experts(text, np.arange(len(text)) % 5 - 1, 5, width=20)
     ax = fig.axes[0]
     assert not_chinese(fig) == []  # the title and every legend entry ("none", "expert 0", ...)
     assert missing_glyphs(fig) == []  # draws the figure

@@ -32,7 +32,7 @@ from moe_lab.lm.corpus import DOMAINS, load_corpus  # noqa: E402
 from moe_lab.lm.model import LMConfig, TinyMoELM  # noqa: E402
 from moe_lab.lm.routes import route_text  # noqa: E402
 from moe_lab.viz import figures as viz  # noqa: E402
-from moe_lab.viz import simulate  # noqa: E402
+from moe_lab.viz import lm_routes, simulate  # noqa: E402
 from moe_lab.viz import widgets as vwidgets  # noqa: E402
 from moe_lab.viz.dashboards import SAMPLE_TEXTS, YOUR_TEXT, ModelDashboard, RoutingDashboard  # noqa: E402
 
@@ -534,7 +534,7 @@ def test_model_dashboard_draws_the_routing(tiny_lm, corpus):
     fig = dash.figure(text=text, layer=0, expert=-1)
     text_ax, load_ax, dom_ax = fig.axes
     r = routes.route_text_batched(tiny_lm, text)
-    first = viz.char_experts(text, r.top1()[0])
+    first = lm_routes.char_experts(text, r.top1()[0])
     colors = viz.expert_colors(4)
     tiles = [p for p in text_ax.patches if p.get_width() == 1]
     for tile, e in zip(tiles, first, strict=True):

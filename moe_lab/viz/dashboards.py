@@ -21,6 +21,7 @@ from moe_lab.i18n import N_, _, language, ngettext
 from moe_lab.lm.corpus import DOMAINS
 from moe_lab.lm.routes import route_text_batched
 from moe_lab.viz import figures as viz
+from moe_lab.viz import lm_routes
 from moe_lab.viz.simulate import BalancingRun, simulate_balancing
 from moe_lab.viz.widgets import Dashboard, KeptFigure, axis_below_data
 
@@ -358,14 +359,14 @@ class ModelDashboard(Dashboard):
         shown = text[: self.max_chars]
         if shown:
             r = self.routing(shown)
-            first = viz.char_experts(shown, r.top1()[layer])
+            first = lm_routes.char_experts(shown, r.top1()[layer])
             loads = np.stack([np.bincount(r.indices[li].reshape(-1), minlength=self.num_experts)
                               for li in range(self.num_layers)])
             if len(text) > self.max_chars:
                 title = _("layer {layer}: first-choice expert of each character (first {chars} characters)")
             else:
                 title = _("layer {layer}: first-choice expert of each character")
-            viz.plot_text_experts(shown, first, self.num_experts, highlight=highlight, ax=text_ax,
+            lm_routes.plot_text_experts(shown, first, self.num_experts, highlight=highlight, ax=text_ax,
                                   width=self.text_width, max_lines=self.text_lines, fixed_frame=True,
                                   title=title.format(layer=layer, chars=self.max_chars))
         else:  # an empty text box is allowed: say what to do instead of failing
@@ -373,9 +374,9 @@ class ModelDashboard(Dashboard):
             text_ax.text(0.5, 0.5, _("type some text in the box above, then press 'route text'"), ha="center",
                          va="center", fontsize=12)
             loads = np.zeros((self.num_layers, self.num_experts), np.int64)
-        viz.plot_layer_load(loads, ax=load_ax, highlight=highlight,
+        lm_routes.plot_layer_load(loads, ax=load_ax, highlight=highlight,
                             title=_("this text: load per layer (all top-{top_k} slots)").format(top_k=self.top_k))
-        viz.plot_domain_expert_heatmap(self.domain_counts[layer], [_(DOMAIN_NAMES.get(d, d)) for d in DOMAINS],
+        lm_routes.plot_domain_expert_heatmap(self.domain_counts[layer], [_(DOMAIN_NAMES.get(d, d)) for d in DOMAINS],
                                        ax=dom_ax, highlight=highlight, colorbar=False,
                                        title=_("held-out text, layer {layer}: domain x expert").format(layer=layer))
         for ax in (load_ax, dom_ax):
