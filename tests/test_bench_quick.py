@@ -332,6 +332,31 @@ def test_readme_speed_section_matches_the_stored_results():
     assert not missing, missing
 
 
+def test_readme_quotes_the_training_host_wait_and_pytorch_figures():
+    """The README's other speed figures are the stored records': notebook 04's train step, the host wait, and the
+    PyTorch peer of the MoE layer."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    speed = readme[readme.index("## Speed"):readme.index("## Running on an Atlas board")]
+    bench = ROOT / "benchmarks"
+    steps = json.loads((bench / "train_throughput.json").read_text())["cases"]["notebook"]["variants"]
+    wait = json.loads((bench / "host_wait.json").read_text())
+    peer = json.loads((bench / "torch_peer.json").read_text())
+    results = bench_report.load_results()
+    fastest = results["speed_target"]["forward"]
+    expected = [
+        f"**{steps['after']['steps_per_second']:.1f} steps/s** ({steps['after']['median_step_ms']:.1f} ms per step)",
+        f"against {steps['before']['steps_per_second']:.1f} for the step it replaced",
+        f"{steps['after']['speedup_over_before']:.1f}×",
+        f"({wait['ratio_busy_wait_over_blocking']:.1f}× on a small step",
+        f"takes {peer['forward']['ratio']:.2f}× *its own* dense",
+        f"runs at {peer['forward']['dense_gflop_per_s']:.0f} GFLOP/s against MindSpore's "
+        f"{fastest['gflop_per_s']['baseline']:.0f}",
+        f"takes {peer['forward']['moe_ms']:.0f} ms there against {fastest['median_s'] * 1e3:.0f} ms here",
+    ]
+    missing = [e for e in expected if e not in " ".join(speed.split())]
+    assert not missing, missing
+
+
 def test_summary_lines_in_chinese_keep_the_numbers_and_line_up(synthetic, zh):
     lines = bench_report.summary_lines(synthetic)
     assert lines[0] == ("层：4096 个 token，hidden_size 512，intermediate_size 2048，8 个专家，top-2，float32；"
